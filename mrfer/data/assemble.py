@@ -1,0 +1,96 @@
+"""assemble: split the faces by subject, write per-split arrays at every scale, stats and folds."""
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from numpy.lib.format import open_memmap
+
+from mrfer.data import splits
+from mrfer.data.shards import MANIFEST_FIELDS, load_array, read_manifest, write_manifest
+from mrfer.io import atomic_path, write_json
+
+log = logging.getLogger(__name__)
+
+DEFAULTS = {"val_fraction": 0.15, "test_fraction": 0.2, "folds": 5, "fold_protocol": "subject",
+            "keep_source_split": True}
+FOLD_FIELDS = ("fold_subject", "fold_image")
+
+
+def channel_stats(images: np.ndarray, chunk: int = 2048) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std in 0..255 units, streamed so large arrays are fine."""
+    total = np.zeros(images.shape[-1])
+    total_sq = np.zeros(images.shape[-1])
+    count = 0
+    for start in range(0, len(images), chunk):
+        block = np.asarray(images[start:start + chunk], dtype=np.float64)
+        total += block.sum(axis=(0, 1, 2))
+        total_sq += (block ** 2).sum(axis=(0, 1, 2))
+        count += block.shape[0] * block.shape[1] * block.shape[2]
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean ** 2, 0))
+    return [round(float(v), 4) for v in mean], [round(float(v), 4) for v in std]
+
+
+def assemble(cfg: dict, classes: list[str], scales: list[str], extracted_dir: str | os.PathLike,
+             downsampled_dir: str | os.PathLike, out_dir: str | os.PathLike,
+             report_path: str | os.PathLike) -> dict:
+    extracted_dir, downsampled_dir = Path(extracted_dir), Path(downsampled_dir)
+    rows = read_manifest(extracted_dir / "manifest.csv")
+    arrays = {"hr": load_array(extracted_dir / "faces.npy")}
+    arrays.update({s: load_array(downsampled_dir / f"{s}.npy") for s in scales})
+    for scale, array in arrays.items():
+        if len(array) != len(rows):
+            raise ValueError(f"{scale}: {len(array)} faces but the manifest has {len(rows)} rows; "
+                             f"re-run downsample")
+    labels = np.array([r["label"] for r in rows])
+    groups = splits.groups_of([r["subject"] for r in rows], [r["sequence"] for r in rows])
+    source = [r["source_split"] if cfg["keep_source_split"] else None for r in rows]
+    split = splits.assign_splits(labels, groups, source, cfg["val_fraction"], cfg["test_fraction"],
+                                 cfg["seed"])
+    for protocol in splits.FOLD_PROTOCOLS:
+        folds = splits.assign_folds(labels, groups, cfg["folds"], protocol, cfg["seed"])
+        for row, fold in zip(rows, folds):
+            row[f"fold_{protocol}"] = int(fold)
+
+    report: dict = {"classes": classes, "scales": ["hr", *scales], "folds": cfg["folds"],
+                    "fold_protocol": cfg["fold_protocol"], "splits": {}}
+    with atomic_path(out_dir) as tmp:
+        for name in splits.SPLITS:
+            index = np.flatnonzero(split == name)
+            (tmp / name).mkdir(parents=True)
+            for scale, array in arrays.items():
+                out = open_memmap(tmp / name / f"{scale}.npy", mode="w+", dtype=np.uint8,
+                                  shape=(len(index), *array.shape[1:]))
+                for start in range(0, len(index), 2048):
+                    out[start:start + 2048] = array[index[start:start + 2048]]
+                out.flush()
+                del out
+            split_rows = [rows[i] for i in index]
+            write_manifest(tmp / name / "manifest.csv", split_rows, MANIFEST_FIELDS + FOLD_FIELDS)
+            counts = Counter(int(labels[i]) for i in index)
+            report["splits"][name] = {
+                "faces": int(len(index)),
+                "subjects": len({r["subject"] for r in split_rows if r["subject"]}),
+                "groups": len(set(groups[index])),
+                "per_class": {c: counts.get(k, 0) for k, c in enumerate(classes)},
+            }
+        mean, std = channel_stats(np.load(tmp / "train" / "hr.npy", mmap_mode="r"))
+        stats = {"mean": mean, "std": std, "classes": classes, "scales": ["hr", *scales],
+                 "size": list(arrays["hr"].shape[1:3]), "channels": int(arrays["hr"].shape[3]),
+                 "class_counts": report["splits"]["train"]["per_class"]}
+        write_json(tmp / "stats.json", stats)
+
+    group_sets = {n: set(groups[split == n]) for n in splits.SPLITS}
+    overlap = sum(len(group_sets[a] & group_sets[b]) for a, b in
+                  (("train", "val"), ("train", "test"), ("val", "test")))
+    report.update({"mean": mean, "std": std, "groups_in_two_splits": overlap,
+                   "subject_independent": overlap == 0})
+    write_json(report_path, report)
+    if overlap:  # only possible when a dataset's own split puts one subject in two splits
+        log.warning("%d groups appear in more than one split (kept the dataset's own split)", overlap)
+    log.info("assembled %s", {n: s["faces"] for n, s in report["splits"].items()})
+    return report

@@ -1,0 +1,64 @@
+"""Registry of dataset readers, one module per on-disk format.
+
+A reader is `fn(root: Path, options: dict, skips: SkipLog) -> Iterable[Record]`, registered
+with its option defaults. Modules in this package register themselves on import; every module
+here is imported, so adding a reader means adding a file.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from mrfer.data.records import DatasetError, Record, SkipLog
+
+ReaderFn = Callable[[Path, dict, SkipLog], Iterable[Record]]
+
+
+@dataclass(frozen=True)
+class Reader:
+    name: str
+    fn: ReaderFn
+    defaults: dict[str, Any]
+    doc: str
+
+
+READERS: dict[str, Reader] = {}
+
+
+def register(name: str, **defaults: Any) -> Callable[[ReaderFn], ReaderFn]:
+    def wrap(fn: ReaderFn) -> ReaderFn:
+        READERS[name] = Reader(name, fn, defaults, (fn.__doc__ or "").strip())
+        return fn
+    return wrap
+
+
+def _discover() -> None:
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
+
+
+def get(name: str) -> Reader:
+    _discover()
+    if name not in READERS:
+        raise DatasetError(f"unknown dataset '{name}' (known: {', '.join(sorted(READERS))})")
+    return READERS[name]
+
+
+def read(name: str, root: str | Path, options: dict | None = None,
+         skips: SkipLog | None = None) -> tuple[list[Record], SkipLog]:
+    """Read every record of dataset `name` under `root`; unknown option keys are an error."""
+    reader = get(name)
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(reader.defaults))
+    if unknown:
+        raise DatasetError(f"dataset '{name}': unknown option(s) {', '.join(unknown)} "
+                           f"(allowed: {', '.join(sorted(reader.defaults)) or 'none'})")
+    skips = skips if skips is not None else SkipLog()
+    records = list(reader.fn(Path(root), {**reader.defaults, **options}, skips))
+    if not records:
+        raise DatasetError(f"{root}: dataset '{name}' yielded no usable faces "
+                           f"({len(skips)} skipped: {skips.reasons()})")
+    return records, skips

@@ -1,0 +1,153 @@
+"""Load images, find the face, crop and align it to a square of the model size.
+
+Order of preference (DESIGN): given landmarks (eyes levelled) > given box > an already aligned
+image (used whole) > opencv's Haar frontal-face cascade > the centre crop, if allowed.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from mrfer.data.records import Record
+
+VIDEO_SUFFIXES = {".avi", ".mp4", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv"}
+COLORS = ("gray", "rgb")
+NO_FACE_MODES = ("skip", "center")
+
+# We report unreadable files ourselves (ImageError, naming the file); opencv's own stderr noise
+# about broken PNG chunks would only bury that report.
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+
+
+class ImageError(ValueError):
+    """An image or video frame that cannot be read."""
+
+
+def read_frame(path: Path, frame: int) -> np.ndarray:
+    """Frame `frame` (0-based) of a video file, BGR uint8."""
+    capture = cv2.VideoCapture(str(path))
+    try:
+        if not capture.isOpened():
+            raise ImageError(f"unreadable video: {path}")
+        capture.set(cv2.CAP_PROP_POS_FRAMES, frame)
+        ok, image = capture.read()
+    finally:
+        capture.release()
+    if not ok or image is None:
+        raise ImageError(f"unreadable video frame {frame}: {path}")
+    return image
+
+
+def load_image(source: str | os.PathLike | np.ndarray, frame: int | None = None) -> np.ndarray:
+    """An image as uint8 HxWx3 BGR (gray images are expanded). Raises ImageError naming the file."""
+    if isinstance(source, np.ndarray):
+        image = source
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ImageError(f"missing file: {path}")
+        if path.suffix.lower() in VIDEO_SUFFIXES:
+            image = read_frame(path, frame or 0)
+        else:
+            image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+            if image is None or image.size == 0:
+                raise ImageError(f"unreadable or corrupt image: {path}")
+    if image.dtype == np.uint16:  # 16-bit PNG/TIFF: keep the top 8 bits
+        image = (image >> 8).astype(np.uint8)
+    if image.dtype != np.uint8:
+        raise ImageError(f"unsupported pixel type {image.dtype}: {source if not isinstance(source, np.ndarray) else 'array'}")
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.ndim == 3 and image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    if image.ndim == 3 and image.shape[2] == 3:
+        return image
+    raise ImageError(f"unsupported image shape {image.shape}")
+
+
+def square_warp(image: np.ndarray, center: np.ndarray, side: float, size: int,
+                angle_deg: float = 0.0) -> np.ndarray:
+    """Crop a `side`-pixel square around `center`, rotated by `angle_deg`, resized to `size`."""
+    scale = size / max(side, 1.0)
+    matrix = cv2.getRotationMatrix2D((float(center[0]), float(center[1])), angle_deg, scale)
+    matrix[:, 2] += size / 2.0 - np.asarray(center, dtype=np.float64)
+    # INTER_AREA when shrinking avoids aliasing; replicate borders instead of black bars.
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    return cv2.warpAffine(image, matrix, (size, size), flags=interp, borderMode=cv2.BORDER_REPLICATE)
+
+
+def align_by_landmarks(image: np.ndarray, landmarks: np.ndarray, size: int, margin: float) -> np.ndarray:
+    """Rotate so the eyes are level, then crop the landmarks' square box grown by `margin` per side."""
+    left_eye = landmarks[36:42].mean(axis=0)
+    right_eye = landmarks[42:48].mean(axis=0)
+    dx, dy = right_eye - left_eye
+    angle = np.degrees(np.arctan2(dy, dx))
+    eyes_mid = (left_eye + right_eye) / 2
+    # Box of the landmarks in the levelled frame, so the crop is tight after rotation.
+    theta = np.radians(-angle)
+    rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+    levelled = (landmarks - eyes_mid) @ rot.T
+    lo, hi = levelled.min(axis=0), levelled.max(axis=0)
+    center = eyes_mid + ((lo + hi) / 2) @ rot  # back to image coordinates
+    side = float((hi - lo).max()) * (1 + 2 * margin)
+    return square_warp(image, center, side, size, angle_deg=angle)
+
+
+def crop_box(image: np.ndarray, box: tuple[int, int, int, int], size: int, margin: float) -> np.ndarray:
+    x, y, w, h = box
+    center = np.array([x + w / 2.0, y + h / 2.0])
+    return square_warp(image, center, max(w, h) * (1 + 2 * margin), size)
+
+
+@functools.lru_cache(maxsize=1)
+def haar_cascade() -> cv2.CascadeClassifier:
+    path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
+    cascade = cv2.CascadeClassifier(str(path))
+    if cascade.empty():
+        raise RuntimeError(f"cannot load the Haar face cascade from {path} (opencv-python 4.x ships it)")
+    return cascade
+
+
+def detect_faces(image: np.ndarray, min_size: int = 24) -> list[tuple[int, int, int, int]]:
+    """Face boxes (x, y, w, h), largest first, from the Haar frontal-face cascade."""
+    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+    boxes = haar_cascade().detectMultiScale(cv2.equalizeHist(gray), scaleFactor=1.1,
+                                            minNeighbors=5, minSize=(min_size, min_size))
+    return sorted((tuple(int(v) for v in b) for b in boxes), key=lambda b: -b[2] * b[3])
+
+
+def to_color(face_bgr: np.ndarray, color: str) -> np.ndarray:
+    """HxWx1 gray or HxWx3 RGB, the layout stored in the arrays."""
+    if color == "gray":
+        return cv2.cvtColor(face_bgr, cv2.COLOR_BGR2GRAY)[:, :, None]
+    if color == "rgb":
+        return cv2.cvtColor(face_bgr, cv2.COLOR_BGR2RGB)
+    raise ValueError(f"color must be one of {COLORS}, got {color!r}")
+
+
+def extract_face(record: Record, size: int, margin: float, color: str,
+                 no_face: str = "skip") -> tuple[np.ndarray | None, str]:
+    """(face array, how it was located) or (None, reason). Raises ImageError if unreadable."""
+    image = load_image(record.image, record.frame if not isinstance(record.image, np.ndarray) else None)
+    if record.landmarks is not None:
+        face, how = align_by_landmarks(image, record.landmarks, size, margin), "landmarks"
+    elif record.box is not None:
+        face, how = crop_box(image, record.box, size, margin), "box"
+    elif record.aligned:
+        face, how = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA
+                               if min(image.shape[:2]) > size else cv2.INTER_LINEAR), "aligned"
+    else:
+        boxes = detect_faces(image)
+        if boxes:
+            face, how = crop_box(image, boxes[0], size, margin), "detected"
+        elif no_face == "center":
+            h, w = image.shape[:2]
+            face = square_warp(image, np.array([w / 2, h / 2]), min(h, w), size)
+            how = "center"
+        else:
+            return None, "no face found by the Haar detector"
+    return to_color(face, color), how

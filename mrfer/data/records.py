@@ -1,0 +1,62 @@
+"""What a dataset reader yields (Record) and how it reports what it skipped (SkipLog)."""
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class Record:
+    """One face. `image` is a file path or an array (HxW or HxWx3 BGR uint8)."""
+    image: str | os.PathLike | np.ndarray
+    label: int                       # canonical index (mrfer.data.labels), 7 = contempt
+    source: str                      # path relative to the dataset root, or a row id
+    subject: str | None = None
+    split: str | None = None         # the dataset's own split ("train"/"val"/"test"), if any
+    sequence: str | None = None      # sequence / clip id for video-like data
+    frame: int | None = None
+    box: tuple[int, int, int, int] | None = None   # x, y, w, h in image pixels
+    landmarks: np.ndarray | None = None            # (68, 2) x, y
+    aligned: bool = False            # image is already a cropped, aligned face
+
+
+@dataclass
+class SkipLog:
+    """Inputs a reader or the extractor refused, each with a reason a person can act on."""
+    items: list[dict] = field(default_factory=list)
+    notes: list[dict] = field(default_factory=list)   # findings that are kept, e.g. duplicates
+
+    def add(self, source: str | os.PathLike, reason: str) -> None:
+        self.items.append({"source": str(source), "reason": reason})
+
+    def note(self, source: str | os.PathLike, message: str) -> None:
+        self.notes.append({"source": str(source), "note": message})
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def reasons(self) -> dict[str, int]:
+        """Count of skips per reason kind (the text before the first ':')."""
+        return dict(Counter(item["reason"].split(":")[0] for item in self.items))
+
+
+class DatasetError(ValueError):
+    """The dataset as a whole cannot be read (missing root, no files, unknown name)."""
+
+
+def inside(root: Path, relative: str) -> Path | None:
+    """`root/relative` if it stays inside root, else None (a label file must not reach `../`)."""
+    root = Path(root).resolve()
+    path = (root / relative).resolve()
+    return path if path == root or root in path.parents else None
+
+
+def require_dir(root: Path, what: str) -> Path:
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: {what} not found (expected a directory)")
+    return root

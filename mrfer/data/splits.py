@@ -1,0 +1,75 @@
+"""Train/val/test splits and k folds, by subject wherever subjects exist.
+
+Rows are grouped by subject, else by sequence (frames of one clip are near-duplicates), else
+each row is its own group. No group ever lands in two splits; labels are stratified as far as
+the groups allow (sklearn's StratifiedGroupKFold).
+"""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+SPLITS = ("train", "val", "test")
+FOLD_PROTOCOLS = ("subject", "image")
+
+
+def groups_of(subjects: list, sequences: list) -> np.ndarray:
+    """Group id per row: subject, else sequence, else the row itself."""
+    out = []
+    for i, (subject, sequence) in enumerate(zip(subjects, sequences)):
+        if subject not in (None, ""):
+            out.append(f"subject:{subject}")
+        elif sequence not in (None, ""):
+            out.append(f"sequence:{sequence}")
+        else:
+            out.append(f"row:{i}")
+    return np.asarray(out)
+
+
+def _held_out(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask of a group-disjoint, stratified subset of about `fraction` of the rows."""
+    n_splits = max(2, round(1 / fraction))
+    n_groups = len(np.unique(groups))
+    if n_groups < n_splits:
+        raise ValueError(f"cannot hold out {fraction:.0%} by group: only {n_groups} groups "
+                         f"(need at least {n_splits})")
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    _, held = next(splitter.split(np.zeros(len(labels)), labels, groups))
+    mask = np.zeros(len(labels), dtype=bool)
+    mask[held] = True
+    return mask
+
+
+def assign_splits(labels: np.ndarray, groups: np.ndarray, source_splits: list,
+                  val_fraction: float, test_fraction: float, seed: int) -> np.ndarray:
+    """'train'/'val'/'test' per row. A dataset's own split is kept; what it lacks is carved
+    out of its training part by group."""
+    labels = np.asarray(labels)
+    split = np.array([s if s in SPLITS else "train" for s in source_splits], dtype=object)
+    for name, fraction in (("test", test_fraction), ("val", val_fraction)):
+        if fraction <= 0 or (split == name).any():
+            continue
+        train = np.flatnonzero(split == "train")
+        held = _held_out(labels[train], groups[train], fraction / (1 - (split != "train").mean()), seed)
+        split[train[held]] = name
+    return split.astype(str)
+
+
+def assign_folds(labels: np.ndarray, groups: np.ndarray, k: int, protocol: str, seed: int) -> np.ndarray:
+    """Fold index (0..k-1) per row: grouped by subject, or image-level (MAFER's Oulu protocol)."""
+    if protocol not in FOLD_PROTOCOLS:
+        raise ValueError(f"fold protocol must be one of {FOLD_PROTOCOLS}, got {protocol!r}")
+    labels = np.asarray(labels)
+    folds = np.full(len(labels), -1, dtype=np.int64)
+    if protocol == "subject":
+        n_groups = len(np.unique(groups))
+        if n_groups < k:
+            raise ValueError(f"cannot make {k} subject folds from {n_groups} groups")
+        splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+        parts = splitter.split(np.zeros(len(labels)), labels, groups)
+    else:
+        splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+        parts = splitter.split(np.zeros(len(labels)), labels)
+    for fold, (_, held) in enumerate(parts):
+        folds[held] = fold
+    return folds
