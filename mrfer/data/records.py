@@ -49,9 +49,12 @@ class DatasetError(ValueError):
 
 
 def inside(root: Path, relative: str) -> Path | None:
-    """`root/relative` if it stays inside root, else None (a label file must not reach `../`)."""
-    root = Path(root).resolve()
-    path = (root / relative).resolve()
+    """`root/relative` if it stays inside root, else None (a label file must not reach `../`).
+
+    Judged on the normalised text of the path, not by resolving links: with DVC's symlink
+    cache every image is a link into the cache, and that is still inside the dataset."""
+    root = Path(os.path.normpath(os.path.abspath(root)))
+    path = Path(os.path.normpath(os.path.join(root, relative)))
     return path if path == root or root in path.parents else None
 
 

@@ -1,0 +1,276 @@
+"""Readers for FER2013, FER+, RAF-DB, AffectNet, ExpW and JAFFE on tiny datasets in their
+official layouts (tests/dataset_fixtures_a.py), bad cases included."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from dataset_fixtures_a import (ferplus_expected, make_affectnet, make_expw, make_fer2013,
+                                make_fer2013_folders, make_ferplus, make_jaffe, make_rafdb)
+
+from mrfer.data.datasets import read
+from mrfer.data.records import DatasetError
+
+FIELDS = ("source", "label", "split", "subject", "box", "aligned")
+
+
+def as_dicts(records) -> list[dict]:
+    out = [{name: getattr(r, name) for name in FIELDS} for r in records]
+    for d in out:
+        d["box"] = tuple(d["box"]) if d["box"] is not None else None
+    return sorted(out, key=lambda d: d["source"])
+
+
+def by_source(items: list[dict]) -> list[dict]:
+    return sorted(items, key=lambda d: d["source"])
+
+
+def skip_pairs(skips) -> list[tuple[str, str]]:
+    return sorted((item["source"], item["reason"]) for item in skips.items)
+
+
+def note_pairs(skips) -> list[tuple[str, str]]:
+    return sorted((item["source"], item["note"]) for item in skips.notes)
+
+
+def assert_read(records, skips, made: dict) -> None:
+    assert as_dicts(records) == by_source(made["records"])
+    assert skip_pairs(skips) == sorted(made["skips"])
+    assert note_pairs(skips) == sorted(made.get("notes", []))
+
+
+# ----------------------------------------------------------------------------- FER2013
+
+@pytest.mark.parametrize("csv_name", ["fer2013.csv", "icml_face_data.csv"])
+def test_fer2013_csv_reads_rows_splits_pixels_and_reports_bad_rows(tmp_path, csv_name):
+    made = make_fer2013(tmp_path / "fer2013", n_per_class=5, csv_name=csv_name)
+    records, skips = read("fer2013", tmp_path / "fer2013")
+    assert_read(records, skips, made)
+    assert {r.split for r in records} == {"train", "val", "test"}
+    for record in records:
+        assert record.image.dtype == np.uint8 and record.image.shape == (48, 48)
+        assert np.array_equal(record.image, made["images"][record.source])
+
+
+def test_fer2013_public_test_can_be_a_test_split(tmp_path):
+    made = make_fer2013(tmp_path, n_per_class=5)
+    records, _ = read("fer2013", tmp_path, {"public_test": "test"})
+    want = [dict(r, split="test" if r["split"] == "val" else r["split"]) for r in made["records"]]
+    assert as_dicts(records) == by_source(want)
+    assert "val" not in {r.split for r in records}
+
+
+def test_fer2013_blank_images_kept_when_asked(tmp_path):
+    made = make_fer2013(tmp_path, n_per_class=1)
+    records, skips = read("fer2013", tmp_path, {"drop_blank": False})
+    blank = [r for r in records if r.source == made["blank"]]
+    assert len(blank) == 1 and blank[0].label == 6 and not blank[0].image.any()
+    assert made["blank"] not in {item["source"] for item in skips.items}
+    assert len(records) == len(made["records"]) + 1
+
+
+def test_fer2013_image_folders_keep_official_split_from_file_names(tmp_path):
+    made = make_fer2013_folders(tmp_path, n_per_class=5)
+    records, skips = read("fer2013", tmp_path)
+    assert_read(records, skips, made)
+    assert {r.split for r in records} == {"train", "val", "test"}
+    assert all(Path(r.image).is_file() and r.aligned for r in records)
+
+
+def test_fer2013_layout_option_picks_between_csv_and_folders(tmp_path):
+    from_csv = make_fer2013(tmp_path, n_per_class=1, bad=False)
+    from_folders = make_fer2013_folders(tmp_path, n_per_class=1, bad=False)
+    assert as_dicts(read("fer2013", tmp_path)[0]) == by_source(from_csv["records"])
+    assert as_dicts(read("fer2013", tmp_path, {"layout": "folders"})[0]) == by_source(from_folders["records"])
+    with pytest.raises(DatasetError, match="layout must be one of"):
+        read("fer2013", tmp_path, {"layout": "zip"})
+
+
+def test_fer2013_without_data_names_the_folder(tmp_path):
+    (tmp_path / "notes.txt").write_text("nothing here")
+    with pytest.raises(DatasetError, match=str(tmp_path)):
+        read("fer2013", tmp_path)
+    with pytest.raises(DatasetError, match="not found"):
+        read("fer2013", tmp_path / "absent")
+
+
+# ----------------------------------------------------------------------------- FER+
+
+@pytest.mark.parametrize("vote", ["majority", "plurality"])
+def test_ferplus_labels_by_vote_and_skips_unknown_nf_and_bad_rows(tmp_path, vote):
+    made = make_ferplus(tmp_path)
+    records, skips = read("ferplus", tmp_path, {"vote": vote})
+    want_records, want_skips = ferplus_expected(made, vote)
+    assert as_dicts(records) == by_source(want_records)
+    assert skip_pairs(skips) == sorted(want_skips)
+    assert 7 in {r.label for r in records}                       # contempt kept as index 7
+    assert all(r.image.shape == (48, 48) for r in records)
+
+
+def test_ferplus_min_votes_drops_weak_winners(tmp_path):
+    made = make_ferplus(tmp_path)
+    records, skips = read("ferplus", tmp_path, {"min_votes": 9})
+    want_records, want_skips = ferplus_expected(made, "majority", min_votes=9)
+    assert as_dicts(records) == by_source(want_records)
+    assert skip_pairs(skips) == sorted(want_skips)
+    assert len(records) < len(ferplus_expected(made, "majority")[0])
+
+
+def test_ferplus_needs_both_files_with_the_same_row_count(tmp_path):
+    make_ferplus(tmp_path)
+    new_csv = tmp_path / "fer2013new.csv"
+    lines = new_csv.read_text().splitlines()
+    new_csv.write_text("\n".join(lines[:-1]) + "\n")
+    with pytest.raises(DatasetError, match="row order"):
+        read("ferplus", tmp_path)
+    new_csv.unlink()
+    with pytest.raises(DatasetError, match="fer2013new.csv"):
+        read("ferplus", tmp_path)
+    with pytest.raises(DatasetError, match="vote must be one of"):
+        read("ferplus", tmp_path, {"vote": "mean"})
+
+
+# ----------------------------------------------------------------------------- RAF-DB
+
+@pytest.mark.parametrize("images", ["aligned", "original"])
+def test_rafdb_reads_label_file_images_and_splits(tmp_path, images):
+    made = make_rafdb(tmp_path, n_per_class=4, images=images)
+    records, skips = read("rafdb", tmp_path, {"images": images})
+    assert_read(records, skips, made)
+    assert {r.split for r in records} == {"train", "test"}
+    assert all(Path(r.image).is_file() for r in records)
+
+
+def test_rafdb_accepts_the_basic_top_folder(tmp_path):
+    made = make_rafdb(tmp_path, n_per_class=2, basic_folder=True)
+    records, skips = read("rafdb", tmp_path)
+    assert_read(records, skips, made)
+    assert all(r.source.startswith("basic/Image/aligned/") for r in records)
+
+
+def test_rafdb_missing_label_file_is_named(tmp_path):
+    (tmp_path / "Image/aligned").mkdir(parents=True)
+    with pytest.raises(DatasetError, match="list_patition_label.txt"):
+        read("rafdb", tmp_path)
+    with pytest.raises(DatasetError, match="images must be one of"):
+        read("rafdb", tmp_path, {"images": "cropped"})
+
+
+# ----------------------------------------------------------------------------- AffectNet
+
+def test_affectnet_reads_both_lists_with_boxes(tmp_path):
+    made = make_affectnet(tmp_path, n_per_class=2)
+    records, skips = read("affectnet", tmp_path)
+    assert_read(records, skips, made)
+    assert all(r.landmarks is None and not r.aligned for r in records)
+    # validation.csv has no header: its first line is a face, read into the test split.
+    first_validation = next(r for r in made["records"] if r["split"] == "test")
+    assert first_validation in as_dicts(records)
+    assert (tmp_path / "Manually_Annotated_file_lists/validation.csv").read_text().startswith(
+        first_validation["source"].split("/", 1)[1])
+
+
+def test_affectnet_landmarks_option(tmp_path):
+    made = make_affectnet(tmp_path, n_per_class=1)
+    records, skips = read("affectnet", tmp_path, {"landmarks": True})
+    bad_image, bad_source, bad_reason = made["bad_landmarks"]
+    want = [r for r in made["records"] if r["source"] != bad_image]
+    assert as_dicts(records) == by_source(want)
+    assert skip_pairs(skips) == sorted(made["skips"] + [(bad_source, bad_reason)])
+    for record in records:
+        assert record.landmarks.shape == (68, 2)
+        assert np.allclose(record.landmarks, made["landmarks"][record.source], atol=0.006)
+
+
+def test_affectnet_finds_the_unpacked_image_folder_and_needs_lists(tmp_path):
+    made = make_affectnet(tmp_path / "a", n_per_class=1, bad=False,
+                          images_dir="Manually_Annotated/Manually_Annotated_Images")
+    records, _ = read("affectnet", tmp_path / "a")
+    assert as_dicts(records) == by_source(made["records"])
+    (tmp_path / "b" / "Manually_Annotated_Images").mkdir(parents=True)
+    with pytest.raises(DatasetError, match="Manually_Annotated_file_lists"):
+        read("affectnet", tmp_path / "b")
+
+
+# ----------------------------------------------------------------------------- ExpW
+
+def test_expw_one_record_per_face_line_with_boxes(tmp_path):
+    made = make_expw(tmp_path)
+    records, skips = read("expw", tmp_path)
+    assert_read(records, skips, made)
+    photos = [r.source.split("#")[0] for r in records]
+    assert any(photos.count(p) > 1 for p in photos)             # several faces in one photo
+
+
+def test_expw_min_confidence(tmp_path):
+    made = make_expw(tmp_path, bad=False)
+    threshold = float(np.median(list(made["confidence"].values())))
+    records, skips = read("expw", tmp_path, {"min_confidence": threshold})
+    kept = [r for r in made["records"] if made["confidence"][r["source"]] >= threshold]
+    assert as_dicts(records) == by_source(kept)
+    assert 0 < len(kept) < len(made["records"])
+    assert skips.reasons() == {"low confidence": len(made["records"]) - len(kept)}
+
+
+def test_expw_missing_label_file_is_named(tmp_path):
+    (tmp_path / "image/origin").mkdir(parents=True)
+    with pytest.raises(DatasetError, match="label.lst"):
+        read("expw", tmp_path)
+
+
+# ----------------------------------------------------------------------------- JAFFE
+
+@pytest.mark.parametrize("folder", ["jaffedbase", ""])
+def test_jaffe_subject_and_expression_from_file_names(tmp_path, folder):
+    made = make_jaffe(tmp_path, folder=folder)
+    records, skips = read("jaffe", tmp_path)
+    assert_read(records, skips, made)
+    assert {r.subject for r in records} == {"KA", "KL", "KM", "YM", "NA", "TM"}
+    assert not any(r.aligned for r in records)
+
+
+# ----------------------------------------------------------------------------- every reader
+
+READERS = ("fer2013", "ferplus", "rafdb", "affectnet", "expw", "jaffe")
+LABEL_FILES = {"fer2013": ["fer2013.csv"], "ferplus": ["fer2013.csv", "fer2013new.csv"],
+               "rafdb": ["EmoLabel/list_patition_label.txt"],
+               "affectnet": ["Manually_Annotated_file_lists/training.csv"],
+               "expw": ["label/label.lst"]}
+
+
+@pytest.mark.parametrize("name", READERS)
+def test_empty_dataset_is_a_dataset_error(tmp_path, name):
+    if name == "affectnet":
+        (tmp_path / "Manually_Annotated_Images").mkdir()
+    with pytest.raises(DatasetError, match=str(tmp_path)):
+        read(name, tmp_path)
+
+
+@pytest.mark.parametrize("name", sorted(LABEL_FILES))
+def test_garbage_label_files_are_skipped_not_tracebacks(tmp_path, name):
+    """Binary junk in the label files: every line skipped with a reason, then 'no usable faces'.
+    (JAFFE has no label file, and readers do not decode images: the extractor reports those.)"""
+    (tmp_path / "Manually_Annotated_Images").mkdir()
+    header = {"fer2013.csv": "emotion,pixels,Usage\n",
+              "fer2013new.csv": "Usage,Image name,neutral,happiness,surprise,sadness,anger,"
+                                "disgust,fear,contempt,unknown,NF\n"}
+    junk = bytes(np.random.default_rng(1).integers(0, 256, 3000, dtype=np.uint8))
+    junk_lines = b"\n".join([junk[:900], b"1,2,3", b"a b c d e f g h", junk[900:]])
+    for rel in LABEL_FILES[name]:
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(header.get(rel, "").encode() + junk_lines)
+    with pytest.raises(DatasetError, match="no usable faces"):
+        read(name, tmp_path)
+
+
+@pytest.mark.parametrize("name, rel", [("fer2013", "fer2013.csv"),
+                                       ("affectnet", "Manually_Annotated_file_lists/training.csv")])
+def test_unclosed_csv_quote_is_a_dataset_error_naming_the_file(tmp_path, name, rel):
+    (tmp_path / "Manually_Annotated_Images").mkdir()
+    path = tmp_path / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("emotion,pixels,Usage\n0,\"" + "1 " * 100_000 + "\n")
+    with pytest.raises(DatasetError, match=f"{path.name}: unreadable CSV"):
+        read(name, tmp_path)
