@@ -1,0 +1,92 @@
+"""Model files (weights + metadata) and per-epoch resume checkpoints.
+
+Everything is saved as tensors and plain containers, so `torch.load(weights_only=True)` reads
+it back: no pickled code is ever executed when a checkpoint is loaded.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import mrfer
+from mrfer.io import atomic_path
+
+
+def params_hash(*parts) -> str:
+    """Stable hash of the params (and data identity) that shape a model."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def versions() -> dict[str, str]:
+    import sklearn
+    import timm
+    import torchvision
+    return {"mrfer": mrfer.__version__, "python": platform.python_version(), "torch": str(torch.__version__),
+            "torchvision": str(torchvision.__version__), "timm": str(timm.__version__), "numpy": str(np.__version__),
+            "scikit-learn": str(sklearn.__version__)}
+
+
+def save(path: str | os.PathLike, payload: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load(path: str | os.PathLike, map_location="cpu") -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # pickle/zip errors: name the file, not the unpickler's internals
+        raise ValueError(f"{path}: not a loadable weights-only checkpoint ({type(e).__name__}: {e})") from None
+
+
+def save_model(path: str | os.PathLike, model: torch.nn.Module, meta: dict) -> None:
+    """`{"state_dict", "meta"}`; meta: arch, options, classes, size, channels, mean, std, hash, versions."""
+    state = {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
+    save(path, {"state_dict": state, "meta": {**meta, "versions": versions()}})
+
+
+def load_model(path: str | os.PathLike, device="cpu") -> tuple[torch.nn.Module, dict]:
+    """Rebuild a model from its metadata and load its weights. Clear error on a mismatch."""
+    from mrfer.nets import build
+    payload = load(path)
+    if not isinstance(payload, dict) or "state_dict" not in payload or "meta" not in payload:
+        raise ValueError(f"{path}: not an mrfer model file (expected keys state_dict and meta)")
+    meta = payload["meta"]
+    model = build(meta["arch"], num_classes=len(meta["classes"]), in_chans=meta["channels"],
+                  image_size=meta["size"], **meta.get("options", {}))
+    missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{path}: weights do not fit architecture {meta['arch']!r}: "
+                         f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+    return model.to(device).eval(), meta
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain model inside DDP / feature wrappers."""
+    while hasattr(model, "module"):
+        model = model.module
+    return model
+
+
+def rng_state(generators: dict[str, torch.Generator]) -> dict:
+    state = {"torch": torch.get_rng_state(), **{k: g.get_state() for k, g in generators.items()}}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict, generators: dict[str, torch.Generator]) -> None:
+    torch.set_rng_state(state["torch"])
+    for k, g in generators.items():
+        g.set_state(state[k])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,187 @@
+"""The one training loop, readable top to bottom.
+
+The stage recipes (base.py, multires.py) hand it a model, a loader and a `loss_fn` — the only
+part that differs between them. It owns the rest: optimizer param groups, scheduler, AMP on
+CUDA, DDP under torchrun, validation + early stopping, dvclive curves, and a resume checkpoint
+each epoch (restarting a killed stage with the same params continues where it stopped, and
+ends with the same weights as an uninterrupted run on CPU).
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from mrfer.eval.embeddings import autocast, infer
+from mrfer.eval.metrics import summarize
+from mrfer.train import checkpoint
+from mrfer.train.loader import ArrayLoader
+
+log = logging.getLogger(__name__)
+
+OPTIM_DEFAULTS = {"epochs": 20, "batch_size": 64, "optimizer": "adam", "lr": 1e-3, "head_lr": 1e-3,
+                  "weight_decay": 1e-4, "scheduler": "cosine", "patience": 0, "restore_best": True,
+                  "class_weighted": False, "amp": True, "channels_last": True, "device": "auto"}
+LossFn = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
+
+
+class WithFeatures(torch.nn.Module):
+    """forward(x) -> (logits, features) in one pass, so DDP sees every parameter it trains."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.module = model
+
+    def forward(self, x):
+        features = self.module.features(x)
+        return self.module.head(features), features
+
+
+def distributed() -> tuple[int, int, int]:
+    """(rank, world_size, local_rank); initialises the process group under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
+    """MAFER's weights: 1 - n_c / N (rare classes count more)."""
+    counts = np.bincount(labels, minlength=n_classes)
+    return torch.tensor(1 - counts / counts.sum(), dtype=torch.float32)
+
+
+def make_optimizer(model: torch.nn.Module, cfg: dict) -> torch.optim.Optimizer:
+    """Backbone and head as separate param groups (MAFER: 1e-4 and 1e-2)."""
+    head_ids = {id(p) for p in model.head.parameters()}
+    groups = [{"params": [p for p in model.parameters() if id(p) not in head_ids], "lr": cfg["lr"]},
+              {"params": list(model.head.parameters()), "lr": cfg["head_lr"]}]
+    if cfg["optimizer"] == "adam":
+        return torch.optim.Adam(groups, weight_decay=cfg["weight_decay"])
+    if cfg["optimizer"] == "adamw":
+        return torch.optim.AdamW(groups, weight_decay=cfg["weight_decay"])
+    if cfg["optimizer"] == "sgd":
+        return torch.optim.SGD(groups, momentum=0.9, nesterov=True, weight_decay=cfg["weight_decay"])
+    raise ValueError(f"optimizer must be adam | adamw | sgd, got {cfg['optimizer']!r}")
+
+
+def make_scheduler(optimizer, cfg: dict):
+    if cfg["scheduler"] == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg["epochs"]))
+    if cfg["scheduler"] == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.1, patience=3)
+    if cfg["scheduler"] == "none":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
+    raise ValueError(f"scheduler must be cosine | plateau | none, got {cfg['scheduler']!r}")
+
+
+def open_live(live_dir: str | None, resume: bool):
+    if live_dir is None:
+        return None
+    from dvclive import Live
+    return Live(live_dir, resume=resume, save_dvc_exp=False, dvcyaml=None, report=None)
+
+
+def fit(model: torch.nn.Module, loader: ArrayLoader, val_images: np.ndarray, val_labels: np.ndarray,
+        cfg: dict, *, loss_fn: LossFn, norm: tuple[list, list | None], generators: dict[str, torch.Generator],
+        run_hash: str, resume_path: str | os.PathLike | None, live_dir: str | None,
+        n_classes: int, rank: int = 0, world_size: int = 1, desc: str = "train") -> list[dict]:
+    """Train `model` in place; returns the per-epoch history (loss, accuracies, lr)."""
+    device = loader.device
+    optimizer = make_optimizer(model, cfg)
+    scheduler = make_scheduler(optimizer, cfg)
+    use_amp = cfg["amp"] and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
+    generators = {"loader": loader.generator, **generators}
+    state = {"epoch": 0, "best": -math.inf, "best_state": None, "bad_epochs": 0, "history": []}
+
+    resume_path = Path(resume_path) if resume_path else None
+    resumed = False
+    if resume_path and resume_path.is_file():
+        saved = checkpoint.load(resume_path)
+        if saved.get("run_hash") != run_hash:
+            log.warning("%s: checkpoint from other params (hash %s, now %s): starting from scratch",
+                        resume_path, saved.get("run_hash"), run_hash)
+        else:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+            scaler.load_state_dict(saved["scaler"])
+            checkpoint.set_rng_state(saved["rng"], generators)
+            state = saved["state"]
+            resumed = True
+            log.info("resuming %s from epoch %d (%s)", desc, state["epoch"], resume_path)
+
+    net = WithFeatures(model)
+    if world_size > 1:
+        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device] if device.type == "cuda" else None)
+    live = open_live(live_dir, resumed) if rank == 0 else None
+
+    for epoch in range(state["epoch"], cfg["epochs"]):
+        net.train()
+        total_loss, correct, seen = 0.0, 0, 0
+        for xb, yb in tqdm(loader, desc=f"{desc} epoch {epoch + 1}/{cfg['epochs']}", leave=False,
+                           disable=rank != 0, mininterval=2):
+            with autocast(device, use_amp):
+                loss, logits = loss_fn(net, xb, yb, epoch)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            total_loss += float(loss.detach()) * len(yb)
+            correct += int((logits.detach().argmax(1) == yb).sum())
+            seen += len(yb)
+
+        val_logits = infer(model, val_images, *norm, device=device, batch_size=max(256, cfg["batch_size"]))
+        val_loss = float(F.cross_entropy(val_logits, torch.as_tensor(val_labels, dtype=torch.long)))
+        val = summarize(val_labels, val_logits.argmax(1).numpy(), n_classes)
+        lr = optimizer.param_groups[0]["lr"]
+        scheduler.step(val_loss) if cfg["scheduler"] == "plateau" else scheduler.step()
+        row = {"epoch": epoch + 1, "train_loss": round(total_loss / max(seen, 1), 5),
+               "train_accuracy": round(correct / max(seen, 1), 4), "val_loss": round(val_loss, 5),
+               "val_accuracy": val["accuracy"], "val_average_accuracy": val["average_accuracy"], "lr": lr}
+        state["history"].append(row)
+        log.info("%s epoch %d: %s", desc, epoch + 1, {k: v for k, v in row.items() if k != "epoch"})
+        if live is not None:
+            for key, value in row.items():
+                if key != "epoch":
+                    live.log_metric(key, value)
+            live.next_step()
+
+        if val["accuracy"] > state["best"]:
+            state["best"], state["bad_epochs"] = val["accuracy"], 0
+            state["best_state"] = copy.deepcopy(model.state_dict())
+        else:
+            state["bad_epochs"] += 1
+        state["epoch"] = epoch + 1
+        if rank == 0 and resume_path:
+            checkpoint.save(resume_path, {
+                "run_hash": run_hash, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                "rng": checkpoint.rng_state(generators), "state": state})
+        if cfg["patience"] and state["bad_epochs"] >= cfg["patience"]:
+            log.info("%s: early stop after epoch %d (no val gain for %d epochs)", desc, epoch + 1, cfg["patience"])
+            break
+
+    if cfg["restore_best"] and state["best_state"] is not None:
+        model.load_state_dict(state["best_state"])
+    if live is not None:
+        live.end()
+    if rank == 0 and resume_path and resume_path.is_file():
+        resume_path.unlink()  # finished: a later run with these params is DVC's run-cache's job
+    return state["history"]

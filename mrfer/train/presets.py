@@ -1,0 +1,74 @@
+"""On-device batch transforms (torchvision references' "presets", but batched on the device).
+
+Batches arrive as uint8 NHWC on the device; everything here is a few tensor ops per batch,
+never a Python loop over images.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from mrfer.data.degrade import degrade_mixed
+
+AUGMENT_DEFAULTS = {"flip": True, "rotate": 10.0, "scale": 0.1, "translate": 0.08,
+                    "brightness": 0.2, "contrast": 0.2}
+
+
+def to_float(batch: torch.Tensor) -> torch.Tensor:
+    """uint8 NHWC -> float NCHW in [0, 255]."""
+    return batch.permute(0, 3, 1, 2).float()
+
+
+def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    return (x - mean) / std
+
+
+def stats_tensors(mean: list[float], std: list[float] | None, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(1, C, 1, 1) mean and std in 0..255 units; std None means centre only (MAFER)."""
+    m = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    s = torch.tensor(std if std is not None else [1.0] * len(mean), dtype=torch.float32, device=device)
+    return m, s.clamp_min(1e-3).view(1, -1, 1, 1)
+
+
+def uniform(n: int, span: float, gen: torch.Generator, device) -> torch.Tensor:
+    return (torch.rand(n, generator=gen, device=device) * 2 - 1) * span
+
+
+def augment(x: torch.Tensor, cfg: dict, gen: torch.Generator) -> torch.Tensor:
+    """Random flip, rotation, scale, translation (one affine warp), brightness and contrast."""
+    n, device = x.shape[0], x.device
+    angle = uniform(n, math.radians(cfg["rotate"]), gen, device)
+    scale = 1 + uniform(n, cfg["scale"], gen, device)
+    flip = torch.where(torch.rand(n, generator=gen, device=device) < 0.5, -1.0, 1.0) if cfg["flip"] \
+        else torch.ones(n, device=device)
+    shift = torch.stack([uniform(n, 2 * cfg["translate"], gen, device) for _ in range(2)], 1)
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos * flip, -sin, shift[:, 0]], 1),
+                         torch.stack([sin * flip, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    contrast = 1 + uniform(n, cfg["contrast"], gen, device).view(n, 1, 1, 1)
+    brightness = uniform(n, cfg["brightness"] * 255, gen, device).view(n, 1, 1, 1)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    return ((x - mean) * contrast + mean + brightness).clamp(0, 255)
+
+
+def random_scales(n: int, scales: list[str], p: float, gen: torch.Generator) -> list[str | None]:
+    """Per sample: None (keep full resolution) or a scale drawn uniformly, with probability p."""
+    degrade_it = (torch.rand(n, generator=gen, device=gen.device) < p).tolist()
+    pick = torch.randint(len(scales), (n,), generator=gen, device=gen.device).tolist()
+    return [scales[k] if d else None for d, k in zip(degrade_it, pick)]
+
+
+def prepare(batch: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+            augment_cfg: dict | None = None, gen: torch.Generator | None = None,
+            scales: list[str | None] | None = None, kernel: str = "bicubic_aa") -> torch.Tensor:
+    """The single preprocessing path: uint8 NHWC -> (augment) -> (degrade) -> normalised NCHW."""
+    x = to_float(batch)
+    if augment_cfg is not None:
+        x = augment(x, augment_cfg, gen)
+    if scales is not None:
+        x = degrade_mixed(x, scales, kernel)
+    return normalize(x, mean, std)

@@ -1,0 +1,180 @@
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from assembled_fixture import make_assembled
+from mrfer.train import base, checkpoint, loop, multires
+from mrfer.train.loader import ArrayLoader
+from mrfer.train.presets import AUGMENT_DEFAULTS, augment, prepare, random_scales, stats_tensors
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_assembled(tmp_path_factory.mktemp("assembled"))
+
+
+def tiny_cfg(**overrides):
+    return {**base.DEFAULTS, "seed": 3, "arch_options": {"width": 0.125}, "epochs": 3, "batch_size": 16,
+            "lr": 3e-3, "head_lr": 3e-3, **overrides}
+
+
+def run_base(data, out_dir, cfg=None, **kw):
+    out_dir = Path(out_dir)
+    return base.fit_base(cfg or tiny_cfg(), data, out_dir / "base.pt", out_dir / "base.json", ["x2", "x4"],
+                         live_dir=None, resume=out_dir / "resume.pt", **kw)
+
+
+def weights(path):
+    return checkpoint.load(path)["state_dict"]
+
+
+def test_base_learns_and_writes_model_with_metadata(data, tmp_path):
+    report = run_base(data, tmp_path, tiny_cfg(epochs=6))
+    assert report["test"]["hr"]["accuracy"] > 0.6  # 3 classes: chance is 0.33
+    assert set(report["test"]) == {"hr", "x2", "x4"}
+    model, meta = checkpoint.load_model(tmp_path / "base.pt")
+    assert meta["arch"] == "baseline_cnn" and meta["classes"] == ["angry", "happy", "neutral"]
+    assert meta["size"] == 32 and meta["channels"] == 1 and meta["versions"]["torch"] == str(torch.__version__)
+    assert not (tmp_path / "resume.pt").exists()  # removed once finished
+    assert json.loads((tmp_path / "base.json").read_text())["params_hash"] == meta["params_hash"]
+
+
+def test_same_seed_same_metrics_and_weights(data, tmp_path):
+    a, b = run_base(data, tmp_path / "a"), run_base(data, tmp_path / "b")
+    assert a == b
+    wa, wb = weights(tmp_path / "a" / "base.pt"), weights(tmp_path / "b" / "base.pt")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    c = run_base(data, tmp_path / "c", tiny_cfg(seed=4))
+    wc = weights(tmp_path / "c" / "base.pt")
+    assert any(not torch.equal(wa[k], wc[k]) for k in wa)
+
+
+def test_killed_run_resumes_to_identical_weights(data, tmp_path, monkeypatch):
+    run_base(data, tmp_path / "straight")
+    real_save, calls = checkpoint.save, []
+
+    def save_then_die(path, payload):
+        real_save(path, payload)
+        calls.append(path)
+        if len(calls) == 2:  # killed after epoch 2's checkpoint
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run_base(data, tmp_path / "killed")
+    monkeypatch.setattr(checkpoint, "save", real_save)
+    assert checkpoint.load(tmp_path / "killed" / "resume.pt")["state"]["epoch"] == 2
+    assert not (tmp_path / "killed" / "base.pt").exists()
+    run_base(data, tmp_path / "killed")
+    ws, wk = weights(tmp_path / "straight" / "base.pt"), weights(tmp_path / "killed" / "base.pt")
+    assert all(torch.equal(ws[k], wk[k]) for k in ws)
+
+
+def test_checkpoint_with_other_params_is_not_resumed(data, tmp_path, caplog):
+    run_base(data, tmp_path / "ref")
+    other = tmp_path / "other"
+    other.mkdir()
+    checkpoint.save(other / "resume.pt", {"run_hash": "someone-else", "state": {"epoch": 2}})
+    with caplog.at_level(logging.WARNING):
+        run_base(data, other)
+    assert "checkpoint from other params" in caplog.text
+    wr, wo = weights(tmp_path / "ref" / "base.pt"), weights(other / "base.pt")
+    assert all(torch.equal(wr[k], wo[k]) for k in wr)
+
+
+def test_cross_resolution_loss_trains_only_the_student(data, tmp_path):
+    run_base(data, tmp_path)
+    student, _ = checkpoint.load_model(tmp_path / "base.pt")
+    teacher, _ = checkpoint.load_model(tmp_path / "base.pt")
+    teacher.requires_grad_(False)
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    x_hr = torch.randn(4, 1, 32, 32)
+    x_lr = torch.randn(4, 1, 32, 32)
+    student.train()
+    loss, logits = multires.cross_resolution_loss(loop.WithFeatures(student), teacher, x_hr, x_lr,
+                                                  torch.tensor([0, 1, 2, 0]), weight=1.0)
+    loss.backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
+    assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
+    # weight 0 leaves plain cross-entropy; a positive weight adds the (non-negative) feature term
+    ce, _ = multires.cross_resolution_loss(loop.WithFeatures(student), teacher, x_hr, x_lr,
+                                           torch.tensor([0, 1, 2, 0]), weight=0.0)
+    assert loss.item() > ce.item()
+
+
+def test_multires_finetune_runs_both_steps(data, tmp_path):
+    run_base(data, tmp_path)
+    cfg = {**multires.DEFAULTS, "seed": 3, "step1_epochs": 2, "step2_epochs": 1, "batch_size": 16}
+    report = multires.fit_multires(cfg, data, tmp_path / "base.pt", tmp_path / "mr.pt", tmp_path / "mr.json",
+                                   ["x2", "x4"], "bicubic_aa", live_dir=str(tmp_path / "live"),
+                                   resume_dir=tmp_path / "resume")
+    assert set(report["val"]) == {"step1", "step2"}
+    _, meta = checkpoint.load_model(tmp_path / "mr.pt")
+    assert meta["stage"] == "multires_finetune" and meta["train_scales"] == ["x2", "x4"]
+    curve = (tmp_path / "live" / "step1" / "plots" / "metrics" / "val_accuracy.tsv").read_text().splitlines()
+    assert curve[0].split("\t") == ["step", "val_accuracy"] and len(curve) == 3
+
+
+def test_probability_schedule():
+    cfg = {"p": 0.2, "p_end": 0.8}
+    assert [round(multires.probability(cfg, e, 4), 3) for e in range(4)] == [0.2, 0.4, 0.6, 0.8]
+    assert multires.probability({"p": 0.5, "p_end": None}, 3, 4) == 0.5
+
+
+def test_loader_covers_every_sample_once_and_shards_disjointly():
+    images = np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1)
+    labels = np.arange(10)
+    seen = [int(y) for _, yb in ArrayLoader(images, labels, 3, torch.device("cpu"), drop_last=False, seed=1) for y in yb]
+    assert sorted(seen) == list(range(10))
+    ranks = [[int(y) for _, yb in ArrayLoader(images, labels, 2, torch.device("cpu"), drop_last=False, seed=1,
+                                              rank=r, world_size=2) for y in yb] for r in (0, 1)]
+    assert not set(ranks[0]) & set(ranks[1]) and sorted(ranks[0] + ranks[1]) == list(range(10))
+    assert len(ArrayLoader(images, labels, 3, torch.device("cpu"))) == 3
+
+
+def test_augment_is_seeded_and_bounded():
+    x = torch.rand(8, 1, 32, 32) * 255
+    a = augment(x, AUGMENT_DEFAULTS, torch.Generator().manual_seed(0))
+    b = augment(x, AUGMENT_DEFAULTS, torch.Generator().manual_seed(0))
+    c = augment(x, AUGMENT_DEFAULTS, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert a.shape == x.shape and a.min() >= 0 and a.max() <= 255
+    still = augment(x, {k: (False if k == "flip" else 0.0) for k in AUGMENT_DEFAULTS}, torch.Generator())
+    assert torch.allclose(still, x, atol=1e-3)
+
+
+def test_prepare_normalises_and_degrades():
+    batch = torch.full((4, 8, 8, 1), 100, dtype=torch.uint8)
+    mean, std = stats_tensors([100.0], [20.0], "cpu")
+    assert torch.allclose(prepare(batch, mean, std), torch.zeros(4, 1, 8, 8))
+    picks = random_scales(1000, ["x2", "x4"], 0.3, torch.Generator().manual_seed(0))
+    assert 0.25 < sum(p is not None for p in picks) / 1000 < 0.35
+    assert {p for p in picks if p} == {"x2", "x4"}
+
+
+def test_ddp_two_processes_on_cpu(data, tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(json.dumps({"seed": 3, "downsample": {"scales": ["x2", "x4"]},
+                                  "pretrain_base": {**{k: v for k, v in tiny_cfg().items() if k != "seed"},
+                                                    "epochs": 2, "device": "cpu"}}))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         str(REPO / "stages" / "pretrain_base.py"), "--params", str(params), "--data", str(data),
+         "--out", str(tmp_path / "ddp.pt"), "--report", str(tmp_path / "ddp.json")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "ddp.json").read_text())
+    assert report["test"]["hr"]["n"] == 24
+    _, meta = checkpoint.load_model(tmp_path / "ddp.pt")
+    assert meta["arch"] == "baseline_cnn"
