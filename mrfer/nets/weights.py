@@ -1,0 +1,317 @@
+"""Import pretrained weights from local files into registry models (never downloads).
+
+Supported files, chosen by `kind` in `import_weights(model, kind, path)`:
+
+- "vggface": VGG-Face converted from Lua-Torch/Caffe to a PyTorch state dict (`VGG_FACE.pth`):
+  one nn.Sequential numbering, convs `0.weight ... 28.weight`, fc6 `32.1.*`, fc7 `35.1.*`,
+  fc8 `38.1.*` (2622 identities, replaced by the FER head). Into model `vggface`.
+- "vggface2_senet": the VGGFace2 SE-ResNet-50 (`senet50_ft_weight.pkl`,
+  `senet50_scratch_weight.pkl`) into model `seresnet50`. Two real namings are read:
+    * VGGFace2-pytorch (cydonia999) pickles: a dict of numpy arrays named like that repo's
+      SENet module: `conv1.weight`, `bn1.running_mean`, `layer2.0.conv1.weight`, SE convs
+      `layer2.0.conv4.*` / `conv5.*`, `layer2.0.downsample.{0,1}.*`, classifier `fc.*`;
+    * Caffe layer names, as in the VGGFace2 authors' PyTorch port (`senet50_ft.pth`):
+      `conv1_7x7_s2.weight`, `conv2_1_1x1_reduce_bn.running_var`, `conv2_1_3x3`,
+      `conv2_1_1x1_increase`, SE `conv2_1_1x1_down` / `conv2_1_1x1_up`, shortcut
+      `conv2_1_1x1_proj(_bn)`, classifier `classifier.*`. Prototxt spellings with '/'
+      (`conv1/7x7_s2/bn`) are read as '_'.
+  Both map onto timm's names (SE convs are `se.fc1`/`se.fc2`), BN running stats included.
+  The Caffe model was trained on BGR input: by default conv1 is flipped to take RGB.
+- "torchvision": an ImageNet state dict of resnet18/resnet50/vgg16; its 1000-way fc
+  (`fc.*`, `classifier.6.*`) is skipped.
+
+Every file tensor must land on a model tensor of the same shape and every model tensor
+outside `head` must be covered (BN `num_batches_tracked` may be absent); otherwise a
+ValueError names the file and the missing/unexpected keys and shape mismatches. RGB weights
+loaded into a gray model (in_chans=1) have their first conv summed over the input channels.
+
+Safety: torch files are read with `torch.load(weights_only=True)`; other pickles with an
+unpickler that admits only numpy arrays/dtypes and plain containers.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from mrfer.nets.registry import TimmSEResNet50, TorchvisionResNet, TorchvisionVGG16, VGGFace
+
+log = logging.getLogger(__name__)
+
+KINDS = ("vggface", "vggface2_senet", "torchvision")
+SENET_DEPTHS = (3, 4, 6, 3)  # bottleneck blocks per stage of SE-ResNet-50
+
+__all__ = ["KINDS", "UnsafePickleError", "import_state", "import_weights", "load_torchvision",
+           "load_vggface", "load_vggface2_senet", "read_weight_file", "senet_module_names"]
+
+
+class UnsafePickleError(pickle.UnpicklingError):
+    """A weight pickle referenced a global that is not a numpy array building block."""
+
+
+# The globals a pickled dict of numpy arrays needs (numpy 1.x and 2.x spellings, protocols 2-5).
+_ALLOWED_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("collections", "OrderedDict"),
+    ("_codecs", "encode"),  # how protocol-2 pickles written by Python 3 store bytes
+    ("builtins", "dict"), ("builtins", "list"), ("builtins", "tuple"),
+    ("builtins", "set"), ("builtins", "frozenset"), ("builtins", "bytearray"),
+}
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    def __init__(self, file, source: Path):
+        # latin1: Python 2 pickles (the VGGFace2 .pkl files) store array bytes as str.
+        super().__init__(file, encoding="latin1")
+        self.source = source
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _ALLOWED_GLOBALS:
+            raise UnsafePickleError(
+                f"{self.source}: refused to unpickle global '{module}.{name}': a weight pickle "
+                "may only contain numpy arrays in plain containers")
+        if module.startswith("numpy.core."):  # numpy 1.x name of numpy 2's numpy._core
+            module = "numpy._core." + module[len("numpy.core."):]
+        return super().find_class(module, name)
+
+
+# torch.save's legacy (pre-zip) format starts with a pickled magic number.
+_TORCH_LEGACY_PREFIX = pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2)[:-1]
+
+
+def _is_torch_file(path: Path) -> bool:
+    if zipfile.is_zipfile(path):
+        return True
+    with path.open("rb") as f:
+        return f.read(len(_TORCH_LEGACY_PREFIX)) == _TORCH_LEGACY_PREFIX
+
+
+def read_weight_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a state dict (torch file or pickle of numpy arrays) as name -> CPU tensor."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: weight file not found")
+    if _is_torch_file(path):
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            raise UnsafePickleError(
+                f"{path}: refused by torch.load(weights_only=True): {e}") from None
+        except RuntimeError as e:  # e.g. a zip that is not a torch file
+            raise ValueError(f"{path}: not a readable torch weight file: {e}") from None
+    else:
+        with path.open("rb") as f:
+            obj = _NumpyOnlyUnpickler(f, path).load()
+    return _as_state_dict(obj, path)
+
+
+def _as_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    # Training checkpoints wrap the state dict (torchvision references: "model").
+    for wrapper in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
+            obj = obj[wrapper]
+    if not isinstance(obj, dict) or not obj:
+        raise ValueError(f"{path}: expected a non-empty dict of arrays, got {type(obj).__name__}")
+    state = {}
+    for key, value in obj.items():
+        if isinstance(value, torch.Tensor):
+            state[str(key)] = value
+        elif isinstance(value, (np.ndarray, np.generic)):
+            # copies only arrays that are read-only or not contiguous (torch needs both)
+            state[str(key)] = torch.from_numpy(np.require(value, requirements=["C", "W"]))
+        else:
+            raise ValueError(f"{path}: entry {key!r} is a {type(value).__name__}, not an array")
+    if all(k.startswith("module.") for k in state):  # saved from DataParallel/DDP
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def import_state(model: nn.Module, kind: str, state: dict[str, torch.Tensor],
+                 source: str = "<state dict>", **kwargs: Any) -> None:
+    """Like `import_weights`, from a state dict already in memory (`source` names it in errors)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown weight kind {kind!r}; known kinds: {', '.join(KINDS)}")
+    if kwargs and kind != "vggface2_senet":
+        raise ValueError(f"weight kind {kind!r} takes no options, got {sorted(kwargs)}")
+    if kind == "vggface":
+        mapped, skipped = _map_vggface(model, state, source)
+    elif kind == "vggface2_senet":
+        mapped, skipped = _map_vggface2_senet(model, state, source, **kwargs)
+    else:
+        mapped, skipped = _map_torchvision(model, state, source)
+    _assign(model, mapped, source, kind)
+    log.info("%s: loaded %d tensors as %s weights; skipped the replaced classifier (%s); "
+             "the FER head stays newly initialised", source, len(mapped), kind,
+             ", ".join(skipped) or "absent from the file")
+
+
+def import_weights(model: nn.Module, kind: str, path: str | os.PathLike, **kwargs: Any) -> None:
+    """Load the weight file at `path` of `kind` (one of KINDS) into `model`, in place."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown weight kind {kind!r}; known kinds: {', '.join(KINDS)}")
+    import_state(model, kind, read_weight_file(path), source=str(path), **kwargs)
+
+
+def load_vggface(model: nn.Module, path: str | os.PathLike) -> None:
+    import_weights(model, "vggface", path)
+
+
+def load_vggface2_senet(model: nn.Module, path: str | os.PathLike,
+                        file_channel_order: str = "bgr") -> None:
+    """`file_channel_order`: the colour order conv1 was trained on ("bgr" for the Caffe
+    VGGFace2 models); "bgr" flips conv1 so the model takes RGB like the rest of mrfer."""
+    import_weights(model, "vggface2_senet", path, file_channel_order=file_channel_order)
+
+
+def load_torchvision(model: nn.Module, path: str | os.PathLike) -> None:
+    import_weights(model, "torchvision", path)
+
+
+# ---------------------------------------------------------------- per-format key mapping
+# Each returns ({model key: (file key, tensor)}, [skipped file keys of the replaced head]).
+# File keys that map to no model key are kept under their own name so `_assign` reports them.
+
+
+def _require(model: nn.Module, cls: type | tuple[type, ...], kind: str, models: str) -> None:
+    if not isinstance(model, cls):
+        raise ValueError(f"{kind!r} weights fit model(s) {models}, not {type(model).__name__}")
+
+
+def _map_vggface(model, state, source):
+    _require(model, VGGFace, "vggface", "'vggface'")
+    mapped, skipped = {}, []
+    for key, tensor in state.items():
+        if key.startswith("38."):  # fc8: 2622 VGG-Face identities
+            skipped.append(key)
+        else:
+            mapped["body." + key] = (key, tensor)
+    return mapped, skipped
+
+
+def _map_torchvision(model, state, source):
+    _require(model, (TorchvisionResNet, TorchvisionVGG16), "torchvision",
+             "'resnet18', 'resnet50', 'vgg16'")
+    mapped, skipped = {}, []
+    for key, tensor in state.items():
+        if key.startswith(model.replaced_head):  # the 1000-way ImageNet classifier
+            skipped.append(key)
+        else:
+            mapped["backbone." + key] = (key, tensor)
+    return mapped, skipped
+
+
+def senet_module_names() -> list[tuple[str, str, str]]:
+    """(timm, VGGFace2-pytorch, Caffe) names of every SE-ResNet-50 module with weights."""
+    rows = [("conv1", "conv1", "conv1_7x7_s2"), ("bn1", "bn1", "conv1_7x7_s2_bn")]
+    for stage, depth in enumerate(SENET_DEPTHS):
+        for block in range(depth):
+            timm_name = f"layer{stage + 1}.{block}"  # cydonia999 uses the same block names
+            caffe = f"conv{stage + 2}_{block + 1}"
+            rows += [
+                (f"{timm_name}.conv1", f"{timm_name}.conv1", f"{caffe}_1x1_reduce"),
+                (f"{timm_name}.bn1", f"{timm_name}.bn1", f"{caffe}_1x1_reduce_bn"),
+                (f"{timm_name}.conv2", f"{timm_name}.conv2", f"{caffe}_3x3"),
+                (f"{timm_name}.bn2", f"{timm_name}.bn2", f"{caffe}_3x3_bn"),
+                (f"{timm_name}.conv3", f"{timm_name}.conv3", f"{caffe}_1x1_increase"),
+                (f"{timm_name}.bn3", f"{timm_name}.bn3", f"{caffe}_1x1_increase_bn"),
+                (f"{timm_name}.se.fc1", f"{timm_name}.conv4", f"{caffe}_1x1_down"),
+                (f"{timm_name}.se.fc2", f"{timm_name}.conv5", f"{caffe}_1x1_up"),
+            ]
+            if block == 0:  # projection shortcut
+                rows += [
+                    (f"{timm_name}.downsample.0", f"{timm_name}.downsample.0", f"{caffe}_1x1_proj"),
+                    (f"{timm_name}.downsample.1", f"{timm_name}.downsample.1",
+                     f"{caffe}_1x1_proj_bn"),
+                ]
+    return rows
+
+
+def _map_vggface2_senet(model, state, source, file_channel_order: str = "bgr"):
+    _require(model, TimmSEResNet50, "vggface2_senet", "'seresnet50'")
+    if file_channel_order not in ("bgr", "rgb"):
+        raise ValueError(f"file_channel_order must be 'bgr' or 'rgb', got {file_channel_order!r}")
+    if not model.caffe_layout:
+        log.warning("%s: VGGFace2 weights loaded into seresnet50 with timm's stride layout; "
+                    "build it with caffe_layout=True to match the network they were trained on",
+                    source)
+    state = {key.replace("/", "_"): tensor for key, tensor in state.items()}
+    rows = senet_module_names()
+    if any(key.startswith("layer1.0.") for key in state):  # VGGFace2-pytorch names
+        to_timm = {pytorch_name: timm_name for timm_name, pytorch_name, _ in rows}
+        head, first_conv = "fc", "conv1.weight"
+    elif any(key.startswith("conv2_1_1x1_reduce") for key in state):  # Caffe names
+        to_timm = {caffe_name: timm_name for timm_name, _, caffe_name in rows}
+        head, first_conv = "classifier", "conv1_7x7_s2.weight"
+    else:
+        raise ValueError(
+            f"{source}: not a VGGFace2 SE-ResNet-50 weight file: expected keys like "
+            f"'layer1.0.conv4.weight' (VGGFace2-pytorch) or 'conv2_1_1x1_reduce.weight' (Caffe "
+            f"names); found e.g. {sorted(state)[:5]}")
+    mapped, skipped = {}, []
+    for key, tensor in state.items():
+        module, _, param = key.rpartition(".")
+        if module == head:  # the identity classifier (8631 VGGFace2 subjects)
+            skipped.append(key)
+            continue
+        if key == first_conv and file_channel_order == "bgr" and tensor.shape[1] == 3:
+            tensor = tensor.flip(1)  # BGR input channels -> RGB
+        target = f"backbone.{to_timm[module]}.{param}" if module in to_timm else key
+        mapped[target] = (key, tensor)
+    return mapped, skipped
+
+
+# ---------------------------------------------------------------- checking and copying
+
+
+def _short(names: list[str], limit: int = 12) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+
+
+def _fit_input_channels(tensor: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """RGB first-conv weights for a gray model: sum over input channels (timm's convention)."""
+    if (tensor.ndim == 4 and len(shape) == 4 and tensor.shape[1] == 3 and shape[1] == 1
+            and tensor.shape[0] == shape[0] and tensor.shape[2:] == shape[2:]):
+        return tensor.sum(dim=1, keepdim=True)
+    return tensor
+
+
+def _assign(model: nn.Module, mapped: dict[str, tuple[str, torch.Tensor]], source: str,
+            kind: str) -> None:
+    target = model.state_dict()
+    wanted = {k for k in target if not k.startswith("head.")}
+    optional = {k for k in wanted if k.endswith("num_batches_tracked")}
+    missing = sorted(wanted - optional - set(mapped))
+    unexpected = sorted(file_key for key, (file_key, _) in mapped.items() if key not in wanted)
+    mismatched, ready = [], {}
+    for key, (file_key, tensor) in mapped.items():
+        if key not in wanted:
+            continue
+        tensor = _fit_input_channels(tensor, target[key].shape)
+        if tensor.shape != target[key].shape:
+            mismatched.append(f"{file_key} {tuple(tensor.shape)} -> {key} "
+                              f"{tuple(target[key].shape)}")
+        else:
+            ready[key] = tensor
+    if missing or unexpected or mismatched:
+        problems = [f"{source}: does not match this {type(model).__name__} as {kind!r} weights"]
+        if missing:
+            problems.append(f"missing model keys ({len(missing)}): {_short(missing)}")
+        if unexpected:
+            problems.append(f"unexpected file keys ({len(unexpected)}): {_short(unexpected)}")
+        if mismatched:
+            problems.append(f"shape mismatches ({len(mismatched)}): {_short(mismatched)}")
+        raise ValueError("; ".join(problems))
+    with torch.no_grad():
+        for key, tensor in ready.items():
+            target[key].copy_(tensor)
