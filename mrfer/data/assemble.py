@@ -15,8 +15,7 @@ from mrfer.io import atomic_path, write_json
 
 log = logging.getLogger(__name__)
 
-DEFAULTS = {"val_fraction": 0.15, "test_fraction": 0.2, "folds": 5, "fold_protocol": "subject",
-            "keep_source_split": True}
+DEFAULTS = {"val_fraction": 0.15, "test_fraction": 0.2, "folds": 5, "keep_source_split": True}
 FOLD_FIELDS = ("fold_subject", "fold_image")
 
 
@@ -56,8 +55,7 @@ def assemble(cfg: dict, classes: list[str], scales: list[str], extracted_dir: st
         for row, fold in zip(rows, folds):
             row[f"fold_{protocol}"] = int(fold)
 
-    report: dict = {"classes": classes, "scales": ["hr", *scales], "folds": cfg["folds"],
-                    "fold_protocol": cfg["fold_protocol"], "splits": {}}
+    report: dict = {"classes": classes, "scales": ["hr", *scales], "folds": cfg["folds"], "splits": {}}
     with atomic_path(out_dir) as tmp:
         for name in splits.SPLITS:
             index = np.flatnonzero(split == name)

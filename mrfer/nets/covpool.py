@@ -169,7 +169,10 @@ class CovPoolNet(FERNet):
         """The log-covariance matrix (N, d, d) of input images."""
         return self.log_covariance_from_map(self.feature_map(x))
 
-    def features_from_map(self, fmap: torch.Tensor) -> torch.Tensor:
-        log_cov = self.log_covariance_from_map(fmap)
+    def features_from_covariance(self, log_cov: torch.Tensor) -> torch.Tensor:
+        """(N, d, d) log-covariance -> (N, D) embedding (what feature super-resolution feeds)."""
         vector = log_cov[:, self.triu_rows, self.triu_cols] * self.triu_weights.to(log_cov.dtype)
         return self.embed(vector)
+
+    def features_from_map(self, fmap: torch.Tensor) -> torch.Tensor:
+        return self.features_from_covariance(self.log_covariance_from_map(fmap))

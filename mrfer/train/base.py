@@ -6,13 +6,12 @@ import os
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from mrfer.io import write_json
 from mrfer.nets import build, import_weights
 from mrfer.train import checkpoint, common, loop
 from mrfer.train.loader import ArrayLoader
-from mrfer.train.presets import AUGMENT_DEFAULTS, prepare, stats_tensors
+from mrfer.train.presets import AUGMENT_DEFAULTS, stats_tensors
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +46,7 @@ def fit_base(cfg: dict, data: str | os.PathLike, out: str | os.PathLike, report:
     augment_gen = torch.Generator(device=device).manual_seed(cfg["seed"] + 1)
     weight = loop.class_weights(train_y, len(classes)).to(device) if cfg["class_weighted"] else None
 
-    def loss_fn(net, xb, yb, epoch):
-        x = prepare(xb, mean, std, augment, augment_gen)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        logits, _ = net(x)
-        return F.cross_entropy(logits, yb, weight=weight), logits
-
+    loss_fn = common.ce_loss(mean, std, augment, augment_gen, weight=weight, channels_last=channels_last)
     loader = ArrayLoader(train_x, train_y, cfg["batch_size"], device, seed=cfg["seed"], rank=rank,
                          world_size=world, on_device=cfg["on_device"])
     run_hash = checkpoint.params_hash("pretrain_base", cfg, stats, world)

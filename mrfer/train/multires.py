@@ -75,15 +75,18 @@ def fit_multires(cfg: dict, data: str | os.PathLike, base: str | os.PathLike, ou
     run_hash = checkpoint.params_hash("multires_finetune", cfg, stats, meta["params_hash"], train_scales, kernel, world)
 
     def make_loss(step: int, epochs: int):
+        def p(epoch: int) -> float:
+            return probability(cfg, epoch, epochs)
+
+        if step == 2:  # labels only, multi-resolution augmentation kept
+            return common.ce_loss(mean, std, aug_cfg, augment_gen, scales=train_scales, p=p,
+                                  scale_gen=scale_gen, kernel=kernel)
+
         def loss_fn(net, xb, yb, epoch):
             x_hr = augment(to_float(xb), aug_cfg, augment_gen)
-            x_lr = degrade_mixed(x_hr, random_scales(len(xb), train_scales, probability(cfg, epoch, epochs), scale_gen), kernel)
-            if step == 1:
-                teacher.eval()
-                return cross_resolution_loss(net, teacher, normalize(x_hr, mean, std), normalize(x_lr, mean, std),
-                                             yb, cfg["lambda"])
-            logits, _ = net(normalize(x_lr, mean, std))
-            return F.cross_entropy(logits, yb), logits
+            x_lr = degrade_mixed(x_hr, random_scales(len(xb), train_scales, p(epoch), scale_gen), kernel)
+            return cross_resolution_loss(net, teacher, normalize(x_hr, mean, std), normalize(x_lr, mean, std),
+                                         yb, cfg["lambda"])
         return loss_fn
 
     history = {}

@@ -1,0 +1,29 @@
+"""`python -m mrfer COMMAND ...` (or `mrfer COMMAND ...` once installed): the user-facing commands.
+
+Commands:
+  predict   detect faces in images, a folder, a video or a camera and classify their expression
+"""
+from __future__ import annotations
+
+import argparse
+
+from mrfer import cli, predict
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mrfer", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    predict.add_arguments(commands.add_parser(
+        "predict", help="detect faces and classify their expression with a trained model",
+        description=predict.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    cli.run(lambda: args.func(args))
+
+
+if __name__ == "__main__":
+    main()

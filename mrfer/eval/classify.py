@@ -1,0 +1,153 @@
+"""classify: every model x every scale x every classifier -> overall / average accuracy, macro-F1.
+
+Models are `base`, `multires` and `<model>+fsr` (the FSR generator applied to that model's
+features). Classifiers are the network's own `head` and sklearn ones on its embeddings,
+fitted on the training set at full resolution (FSR-FER's protocol) or at the same scale.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mrfer.data.degrade import low_size
+from mrfer.eval import classifiers
+from mrfer.eval.embeddings import infer
+from mrfer.eval.metrics import summarize
+from mrfer.io import atomic_path, write_json, write_text
+from mrfer.train import checkpoint, common, loop
+
+log = logging.getLogger(__name__)
+
+DEFAULTS = {"models": ["base", "multires", "base+fsr"], "classifiers": ["head", "svc"],
+            "fit_scale": "hr", "batch_size": 256, "device": "auto"}
+FIT_SCALES = ("hr", "same")
+
+
+def check_config(cfg: dict) -> None:
+    unknown = set(cfg["classifiers"]) - set(classifiers.CLASSIFIERS)
+    if unknown:
+        raise ValueError(f"classify.classifiers: unknown {sorted(unknown)} (known: {classifiers.CLASSIFIERS})")
+    if cfg["fit_scale"] not in FIT_SCALES:
+        raise ValueError(f"classify.fit_scale must be one of {FIT_SCALES}, got {cfg['fit_scale']!r}")
+    for name in cfg["models"]:
+        model, _, extra = name.partition("+")
+        if model not in ("base", "multires") or extra not in ("", "fsr"):
+            raise ValueError(f"classify.models: bad entry {name!r} (use base, multires, base+fsr, multires+fsr)")
+
+
+def resolution_px(size: int, scale: str) -> int:
+    """Short side in pixels of the face the model actually saw information from."""
+    return size if scale == "hr" else min(low_size(size, size, scale))
+
+
+class Embedder:
+    """(features, logits) of uint8 faces for one model variant, with or without FSR."""
+
+    def __init__(self, name: str, models_dir: Path, device: torch.device, batch_size: int):
+        fer_name, _, extra = name.partition("+")
+        self.model, self.meta = checkpoint.load_model(models_dir / f"{fer_name}.pt", device)
+        self.device, self.batch_size = device, batch_size
+        self.fsr = None
+        if extra == "fsr":
+            from mrfer.train.fsr import load_fsr
+            self.fsr = load_fsr(models_dir / "fsr.pt", device)
+
+    @torch.no_grad()
+    def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        norm = (self.meta["mean"], self.meta["std"])
+        if self.fsr is not None:
+            from mrfer.train.fsr import fsr_features
+            features, logits = fsr_features(self.model, self.fsr, images, *norm, device=self.device,
+                                            batch_size=self.batch_size)
+        else:
+            features = infer(self.model, images, *norm, device=self.device, batch_size=self.batch_size,
+                             what="features")
+            logits = self.model.head(features.to(self.device)).float().cpu()
+        return np.asarray(features, dtype=np.float32), np.asarray(logits, dtype=np.float32)
+
+
+def classify(cfg: dict, data: str | os.PathLike, models_dir: str | os.PathLike, scales: list[str],
+             report: str | os.PathLike, table: str | os.PathLike, curves_dir: str | os.PathLike,
+             predictions: str | os.PathLike) -> dict:
+    check_config(cfg)
+    common.seed_everything(cfg["seed"])
+    device = loop.pick_device(cfg["device"])
+    stats = common.dataset_stats(data)
+    classes, size = stats["classes"], stats["size"][0]
+    all_scales = ["hr", *scales]
+    test = {s: common.load_xy(data, "test", s) for s in all_scales}
+    y_test = test["hr"][1]
+    results: dict = {}
+    saved: dict[str, np.ndarray] = {"y_true": y_test, "classes": np.array(classes)}
+    for name in cfg["models"]:
+        embed = Embedder(name, Path(models_dir), device, cfg["batch_size"])
+        if embed.meta["classes"] != classes:
+            raise ValueError(f"{models_dir}/{name}: model classes {embed.meta['classes']} != data classes {classes}")
+        train_cache: dict[str, tuple] = {}
+
+        def train_features(scale: str):
+            if scale not in train_cache:
+                images, labels = common.load_xy(data, "train", scale)
+                train_cache[scale] = (embed(images)[0], labels)
+            return train_cache[scale]
+
+        fitted: dict[tuple, object] = {}
+        results[name] = {}
+        for scale in all_scales:
+            features, logits = embed(test[scale][0])
+            results[name][scale] = {}
+            if scale == "hr":
+                saved[f"{name}/hr/features"] = features
+            for clf in cfg["classifiers"]:
+                if clf == "head":
+                    predicted = logits.argmax(1)
+                else:
+                    fit_scale = scale if cfg["fit_scale"] == "same" else "hr"
+                    if (clf, fit_scale) not in fitted:
+                        x, y = train_features(fit_scale)
+                        fitted[(clf, fit_scale)] = classifiers.make(clf, cfg["seed"]).fit(x, y)
+                    predicted = fitted[(clf, fit_scale)].predict(features)
+                results[name][scale][clf] = summarize(y_test, predicted, len(classes))
+                saved[f"{name}/{scale}/{clf}"] = np.asarray(predicted)
+        log.info("%s accuracy per scale (%s): %s", name, cfg["classifiers"][0],
+                 {s: results[name][s][cfg["classifiers"][0]]["accuracy"] for s in all_scales})
+
+    write_json(report, results)
+    write_text(table, markdown_table(results, cfg["classifiers"], all_scales, size))
+    write_curves(curves_dir, results, cfg["classifiers"], all_scales, size)
+    with atomic_path(predictions) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **saved)
+    return results
+
+
+def markdown_table(results: dict, clfs: list[str], scales: list[str], size: int) -> str:
+    """Rows: model (classifier); columns: scales. Cells: overall / average accuracy in %."""
+    header = "| model | classifier | " + " | ".join(f"{s} ({resolution_px(size, s)} px)" for s in scales) + " |"
+    lines = ["# Test accuracy per model and resolution", "",
+             "Overall accuracy / average (mean per-class) accuracy, in %. Written by the `classify` stage.", "",
+             header, "|" + "---|" * (len(scales) + 2)]
+    for model, per_scale in results.items():
+        for clf in clfs:
+            cells = [f"{100 * per_scale[s][clf]['accuracy']:.1f} / {100 * per_scale[s][clf]['average_accuracy']:.1f}"
+                     for s in scales]
+            lines.append(f"| {model} | {clf} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_curves(directory: str | os.PathLike, results: dict, clfs: list[str], scales: list[str], size: int) -> None:
+    """One CSV per model (accuracy vs face short side), the plot data `dvc plots` draws."""
+    with atomic_path(directory) as tmp:
+        tmp.mkdir()
+        for model, per_scale in results.items():
+            with open(tmp / f"{model.replace('+', '_')}.csv", "w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(["scale", "resolution_px", *(f"accuracy_{c}" for c in clfs)])
+                for scale in sorted(scales, key=lambda s: resolution_px(size, s)):
+                    writer.writerow([scale, resolution_px(size, scale),
+                                     *(per_scale[scale][c]["accuracy"] for c in clfs)])

@@ -1,0 +1,107 @@
+"""classify, kfold and plots cores on tiny data: shapes, metrics, files written."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from assembled_fixture import make_assembled
+from mrfer import plots
+from mrfer.eval import classify
+from mrfer.eval.embeddings import infer
+from mrfer.eval.metrics import summarize
+from mrfer.train import base, checkpoint, kfold, multires
+
+SCALES = ["x2", "x4"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipe")
+    data = make_assembled(root / "assembled")
+    models = root / "models"
+    cfg = {**base.DEFAULTS, "seed": 1, "arch_options": {"width": 0.125}, "epochs": 4, "batch_size": 16,
+           "lr": 3e-3, "head_lr": 3e-3}
+    base.fit_base(cfg, data, models / "base.pt", root / "base.json", SCALES, live_dir=None, resume=None)
+    mcfg = {**multires.DEFAULTS, "seed": 1, "step1_epochs": 1, "step2_epochs": 1, "batch_size": 16}
+    multires.fit_multires(mcfg, data, models / "base.pt", models / "multires.pt", root / "mr.json", SCALES,
+                          "bicubic_aa", live_dir=None, resume_dir=None)
+    return root, data, models
+
+
+def test_classify_reports_every_model_scale_classifier(trained, tmp_path):
+    root, data, models = trained
+    cfg = {**classify.DEFAULTS, "models": ["base", "multires"], "classifiers": ["head", "svc", "logreg"], "seed": 0}
+    results = classify.classify(cfg, data, models, SCALES, tmp_path / "c.json", tmp_path / "c.md",
+                                tmp_path / "curves", tmp_path / "pred.npz")
+    assert set(results) == {"base", "multires"}
+    assert set(results["base"]) == {"hr", "x2", "x4"}
+    assert set(results["base"]["x4"]) == {"head", "svc", "logreg"}
+    # the head's figures equal a direct evaluation of the saved model
+    model, meta = checkpoint.load_model(models / "base.pt")
+    x = np.load(data / "test" / "x4.npy")
+    y = np.array([int(r.split(",")[1]) for r in (data / "test" / "manifest.csv").read_text().splitlines()[1:]])
+    direct = infer(model, x, meta["mean"], meta["std"]).argmax(1).numpy()
+    assert results["base"]["x4"]["head"] == summarize(y, direct, 3)
+    saved = np.load(tmp_path / "pred.npz")
+    assert saved["base/hr/features"].shape == (len(y), model.embedding_dim)
+    table = (tmp_path / "c.md").read_text()
+    assert "| base | svc |" in table and "x4 (8 px)" in table
+    curve = (tmp_path / "curves" / "multires.csv").read_text().splitlines()
+    assert curve[0] == "scale,resolution_px,accuracy_head,accuracy_svc,accuracy_logreg"
+    assert [line.split(",")[1] for line in curve[1:]] == ["8", "16", "32"]
+    assert json.loads((tmp_path / "c.json").read_text()) == results
+
+
+def test_classify_bad_config(trained, tmp_path):
+    _, data, models = trained
+    with pytest.raises(ValueError, match="classifiers"):
+        classify.check_config({**classify.DEFAULTS, "classifiers": ["knn"]})
+    with pytest.raises(ValueError, match="bad entry"):
+        classify.check_config({**classify.DEFAULTS, "models": ["base+gan"]})
+
+
+def test_kfold_fold_and_aggregate(trained, tmp_path):
+    _, data, models = trained
+    cfg = {**kfold.TRAIN_DEFAULTS, "seed": 0, "epochs": 1, "batch_size": 16, "models": ["base", "multires"]}
+    reports = []
+    for fold in range(3):
+        kfold.run_fold(cfg, fold, data, models, SCALES, "bicubic_aa", 3, tmp_path / f"f{fold}.json",
+                       tmp_path / f"c{fold}.json")
+        reports.append(tmp_path / f"f{fold}.json")
+    first = json.loads(reports[0].read_text())
+    # subject protocol: fold 0 holds the rows whose fold_subject is 0, from all three splits
+    assert first["metrics"]["base"]["hr"]["n"] == sum(1 for s in ("train", "val", "test")
+                                                      for line in (data / s / "manifest.csv").read_text().splitlines()[1:]
+                                                      if line.split(",")[-2] == "0")
+    matrix = np.array(json.loads((tmp_path / "c0.json").read_text())["confusion"]["multires"]["x4"])
+    assert matrix.sum() == first["metrics"]["multires"]["x4"]["n"]
+    agg = kfold.aggregate(reports, tmp_path / "kfold.json")
+    values = [json.loads(r.read_text())["metrics"]["base"]["x2"]["accuracy"] for r in reports]
+    assert agg["base"]["x2"]["accuracy_mean"] == round(float(np.mean(values)), 4)
+    assert agg["base"]["x2"]["accuracy_std"] == round(float(np.std(values, ddof=1)), 4)
+    with pytest.raises(ValueError, match="out of range"):
+        kfold.run_fold(cfg, 5, data, models, SCALES, "bicubic_aa", 3, tmp_path / "x.json", tmp_path / "y.json")
+
+
+def test_render_reports_writes_every_png(trained, tmp_path):
+    _, data, models = trained
+    cfg = {**classify.DEFAULTS, "models": ["base", "multires"], "classifiers": ["head"], "seed": 0}
+    classify.classify(cfg, data, models, SCALES, tmp_path / "c.json", tmp_path / "c.md", tmp_path / "curves",
+                      tmp_path / "pred.npz")
+    live = tmp_path / "live"
+    live.mkdir()
+    for key, values in (("train_loss", [1.0, 0.5]), ("val_accuracy", [0.4, 0.6])):
+        (live / f"{key}.tsv").write_text(f"step\t{key}\n" + "".join(f"{i}\t{v}\n" for i, v in enumerate(values)))
+    fold = {"classes": ["angry", "happy", "neutral"],
+            "confusion": {"base": {"hr": np.eye(3).tolist(), "x4": np.ones((3, 3)).tolist()}}}
+    (tmp_path / "fold.json").write_text(json.dumps(fold))
+    written = plots.render_reports(tmp_path / "pred.npz", tmp_path / "curves", {"base": str(live)},
+                                   [str(tmp_path / "fold.json")] * 2, tmp_path / "plots")
+    assert written == ["accuracy_vs_resolution.png", "confusion.png", "kfold_confusion.png", "training_curves.png",
+                       "tsne.png"]
+    for name in written:
+        assert (tmp_path / "plots" / name).read_bytes()[:4] == b"\x89PNG"
+    rows = (tmp_path / "plots" / "confusion" / "base_hr.csv").read_text().splitlines()
+    assert rows[0] == "actual,predicted" and len(rows) == 1 + 24
