@@ -195,8 +195,11 @@ def annotate(image: np.ndarray, rows: list[dict]) -> np.ndarray:
         color = BOX_COLORS[row["model_role"]]
         cv2.rectangle(out, (x, y), (x + w - 1, y + h - 1), color, thick)
         text = f"{row['label']} {row['probability']:.2f}"
-        text_y = y - 5 if y > 20 * scale else y + h + int(18 * scale)  # above the box if it fits
-        cv2.putText(out, text, (x, text_y), cv2.FONT_HERSHEY_SIMPLEX, scale, color, thick, cv2.LINE_AA)
+        (text_w, text_h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+        top = y - text_h - base - 2 if y >= text_h + base + 2 else y + h  # above the box if it fits
+        cv2.rectangle(out, (x, top), (x + text_w + 2, top + text_h + base + 2), color, cv2.FILLED)
+        cv2.putText(out, text, (x + 1, top + text_h + 1), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick,
+                    cv2.LINE_AA)
     return out
 
 
@@ -245,7 +248,8 @@ def list_folder(folder: Path, report: Report) -> list[Path]:
 def run_images(predictor: Predictor, paths: list[Path], out_dir: Path, report: Report, single: bool) -> None:
     annotated_dir = out_dir / "annotated"
     annotated_dir.mkdir(parents=True, exist_ok=True)
-    with tqdm(total=len(paths), desc="predict", unit="image", disable=single) as progress:
+    quiet = {"disable": True} if single else {}  # a bar for one image is noise; else tqdm's defaults / TQDM_* env
+    with tqdm(total=len(paths), desc="predict", unit="image", **quiet) as progress:
         for chunk in batched(paths, predictor.batch_size):
             items = []
             for path in chunk:
