@@ -15,13 +15,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--data", default="data/assembled")
-    parser.add_argument("--fer-model", default="models/base.pt")
+    parser.add_argument("--fer-model", default=None,
+                        help="the frozen FER model (default: fsr_train.fer_model, i.e. models/base.pt)")
     parser.add_argument("--out", default="models/fsr.pt")
     parser.add_argument("--report", default="reports/fsr_train.json")
     args = parser.parse_args()
     cfg = params.section(args.params, "fsr_train", allowed=fsr.DEFAULTS)
     ds = params.section(args.params, "downsample", allowed=downsample.DEFAULTS)
-    fsr.fit_fsr(cfg, data=args.data, fer_model_path=args.fer_model, out=args.out, report=args.report,
+    fsr.fit_fsr(cfg, data=args.data, fer_model_path=args.fer_model or cfg["fer_model"], out=args.out, report=args.report,
                 scales=ds["scales"])
 
 

@@ -38,14 +38,16 @@ from mrfer.data.degrade import parse_scale
 from mrfer.eval.embeddings import autocast
 from mrfer.eval.metrics import summarize
 from mrfer.io import write_json
-from mrfer.nets.fsr import (FSRCritic, FSRGenerator, check_target, embedding_from_target, sample_weights,
-                            target_features, wgan_div_penalty)
+from mrfer.nets.fsr import (FSRCritic, FSRGenerator, check_target, embedding_from_target, parameter_count,
+                            sample_weights, target_features, wgan_div_penalty)
 from mrfer.train import checkpoint, common, loop
 from mrfer.train.presets import prepare, stats_tensors
 
 log = logging.getLogger(__name__)
 
 DEFAULTS = {
+    # the frozen FER model (the stage's --fer-model overrides it)
+    "fer_model": "models/base.pt",
     # what is super-resolved: auto (covariance for covpool models, else feature_map) | covariance |
     # feature_map | embedding
     "target": "auto",
@@ -324,7 +326,7 @@ def fit_fsr(cfg: dict, data: str | os.PathLike, fer_model_path: str | os.PathLik
     critic.to(device)
     run_hash = checkpoint.params_hash("fsr_train", cfg, stats, fer_meta["params_hash"], train_scales, target)
     log.info("fsr-train: target %s %s, generator %d / critic %d parameters, scales %s", target, shape,
-             sum(p.numel() for p in generator.parameters()), sum(p.numel() for p in critic.parameters()),
+             parameter_count(generator), parameter_count(critic),
              train_scales)
 
     sampler = PairSampler(train_hr, train_lr, train_y, cfg["batch_size"], cfg["flip"], device, cfg["seed"] + 1)
@@ -356,7 +358,6 @@ def fit_fsr(cfg: dict, data: str | os.PathLike, fer_model_path: str | os.PathLik
 
     live = loop.open_live(live_dir, resume=False)
     history: list[dict] = []
-
     clock = [time.perf_counter()]
 
     def record(row: dict) -> None:
@@ -398,6 +399,7 @@ def fit_fsr(cfg: dict, data: str | os.PathLike, fer_model_path: str | os.PathLik
             hr_t, hr_logits, lr_t = pair_targets(hr_u8, lr_u8)
             weights = weigh(hr_logits, labels)
 
+            d_loss = penalty = torch.zeros((), device=device)
             critic.requires_grad_(True)
             for _ in range(int(cfg["critic_steps"])):
                 with torch.no_grad():
@@ -415,7 +417,7 @@ def fit_fsr(cfg: dict, data: str | os.PathLike, fer_model_path: str | os.PathLik
             sr_logits = fer.head(embedding_from_target(fer, sr, target))
             if cfg["reweight_from"] == "sr":
                 weights = weigh(sr_logits.detach(), labels)
-            adversarial = -(weights * critic(sr)).mean()
+            adversarial = -(weights * critic(sr)).mean() if cfg["adversarial_weight"] else torch.zeros((), device=device)
             feature = (weights * squared_distance(sr, hr_t, reduction)).mean()
             classifier = (weights * squared_distance(sr_logits, hr_logits, reduction)).mean()
             g_loss = (cfg["adversarial_weight"] * adversarial + cfg["feature_weight"] * feature
