@@ -119,16 +119,16 @@ def training_curves(curves: dict[str, dict[str, list[float]]], path: str | os.Pa
     """One panel per training run: loss (left axis) and accuracies (right axis) per epoch."""
     fig, axes = plt.subplots(1, len(curves), figsize=(4.6 * len(curves), 3.8), squeeze=False)
     for ax, (run, metrics) in zip(axes[0], curves.items()):
-        epochs = range(1, len(next(iter(metrics.values()))) + 1)
-        for key in ("train_loss", "val_loss"):
-            if key in metrics:
-                ax.plot(epochs, metrics[key], label=key, linestyle="--" if key.startswith("val") else "-")
+        losses = [k for k in metrics if k.endswith("loss")]
+        for key in losses:  # runs log different metrics in different phases: each its own length
+            ax.plot(range(1, len(metrics[key]) + 1), metrics[key], label=key,
+                    linestyle="--" if key.startswith("val") else "-")
         ax.set_xlabel("epoch")
         ax.set_ylabel("loss")
         twin = ax.twinx()
         for key, color in (("train_accuracy", "tab:green"), ("val_accuracy", "tab:red")):
             if key in metrics:
-                twin.plot(epochs, [100 * v for v in metrics[key]], color=color, label=key)
+                twin.plot(range(1, len(metrics[key]) + 1), [100 * v for v in metrics[key]], color=color, label=key)
         twin.set_ylabel("accuracy (%)")
         lines = ax.get_legend_handles_labels()
         more = twin.get_legend_handles_labels()

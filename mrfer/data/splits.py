@@ -26,7 +26,7 @@ def groups_of(subjects: list, sequences: list) -> np.ndarray:
     return np.asarray(out)
 
 
-def _held_out(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+def held_out(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     """Boolean mask of a group-disjoint, stratified subset of about `fraction` of the rows."""
     n_splits = max(2, round(1 / fraction))
     n_groups = len(np.unique(groups))
@@ -50,7 +50,7 @@ def assign_splits(labels: np.ndarray, groups: np.ndarray, source_splits: list,
         if fraction <= 0 or (split == name).any():
             continue
         train = np.flatnonzero(split == "train")
-        held = _held_out(labels[train], groups[train], fraction / (1 - (split != "train").mean()), seed)
+        held = held_out(labels[train], groups[train], fraction / (1 - (split != "train").mean()), seed)
         split[train[held]] = name
     return split.astype(str)
 

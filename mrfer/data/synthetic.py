@@ -124,7 +124,7 @@ def landmarks(ident: Identity, au: dict[int, float]) -> np.ndarray:
     phi = np.linspace(0, np.pi, 17)
     c = np.cos(phi)
     pts[0:17, 0] = -ident.face_w * np.sign(c) * np.abs(c) ** ident.jaw_power
-    pts[0:17, 1] = jaw_top + (ident.chin_y - jaw_top) * np.sin(phi) + 0.09 * a(26) * np.sin(phi) ** 4
+    pts[0:17, 1] = jaw_top + (ident.chin_y - jaw_top) * np.sin(phi) + 0.12 * a(26) * np.sin(phi) ** 4
 
     # Brows 17..21 (image left, outer -> inner) and 22..26 (inner -> outer).
     inner = np.array([0.0, 0.2, 0.5, 0.8, 1.0])   # how much each point belongs to the inner brow
@@ -134,7 +134,7 @@ def landmarks(ident: Identity, au: dict[int, float]) -> np.ndarray:
         x = cx - side * span * ident.eye_w * 1.25
         y = (ident.eye_y - ident.eye_open - ident.brow_gap
              - ident.brow_arch * (1 - ((span + 0.1) / 1.1) ** 2) - ident.brow_tilt * inner)
-        y = y - 0.075 * a(1) * inner - 0.07 * a(2) * (1 - inner) + 0.06 * a(4) * (0.4 + 0.6 * inner)
+        y = y - 0.09 * a(1) * inner - 0.085 * a(2) * (1 - inner) + 0.07 * a(4) * (0.4 + 0.6 * inner)
         y = y + 0.02 * a(9) * inner
         x = x - side * 0.045 * a(4) * inner       # AU4 draws the brows together
         pts[idx] = np.stack([x, y], 1)
@@ -161,14 +161,14 @@ def landmarks(ident: Identity, au: dict[int, float]) -> np.ndarray:
     thin = 1 - 0.4 * a(24) - 0.3 * a(20)
     up_profile = np.array([0, 0.7, 1.0, 0.85, 1.0, 0.7, 0])
     lo_profile = np.array([0.7, 0.95, 1.0, 0.95, 0.7])
-    open_up = 0.012 * a(10) + 0.006 * a(12)
-    open_lo = 0.10 * a(26)
+    open_up = 0.012 * a(10) + 0.012 * a(12)
+    open_lo = 0.13 * a(26)
 
     def line_y(f: np.ndarray) -> np.ndarray:
         """Height of the lip line at f: resting curve plus corner AUs, which fade towards the middle."""
         w = np.abs(f) ** 1.5
         y = ident.mouth_y + ident.mouth_curve * f ** 2
-        y = y + w * (-0.07 * a(12) + 0.065 * a(15) + 0.012 * a(20))
+        y = y + w * (-0.08 * a(12) + 0.075 * a(15) + 0.015 * a(20))
         side = np.sign(f) == ident.contempt_side
         return y - w * side * 0.05 * a(14)
 

@@ -55,7 +55,7 @@ class Embedder:
         self.fsr = None
         if extra == "fsr":
             from mrfer.train.fsr import load_fsr
-            self.fsr = load_fsr(models_dir / "fsr.pt", device)
+            self.fsr = load_fsr(models_dir / "fsr.pt", device, fer_meta=self.meta)
 
     @torch.no_grad()
     def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from mrfer.data import shards
-from mrfer.data.splits import FOLD_PROTOCOLS, SPLITS
+from mrfer.data.splits import FOLD_PROTOCOLS, SPLITS, groups_of, held_out
 from mrfer.eval.embeddings import infer
 from mrfer.eval.metrics import confusion, summarize
 from mrfer.io import read_json, write_json
@@ -37,14 +37,19 @@ def fold_rows(data: str | os.PathLike, fold: int, protocol: str, scale: str = "h
     """(images, labels, role) over all assembled rows; role is train / val / test for this fold."""
     if protocol not in FOLD_PROTOCOLS:
         raise ValueError(f"kfold_test.protocol must be one of {FOLD_PROTOCOLS}, got {protocol!r}")
-    images, labels, roles = [], [], []
+    images, labels, roles, groups = [], [], [], []
     for split in SPLITS:
         x, rows = shards.load_split(data, split, scale)
         folds = np.array([int(r[f"fold_{protocol}"]) for r in rows])
         images.append(np.array(x))
         labels.append(np.array([r["label"] for r in rows]))
         roles.append(np.where(folds == fold, "test", "val" if split == "val" else "train"))
-    return np.concatenate(images), np.concatenate(labels), np.concatenate(roles)
+        groups.append(groups_of([r["subject"] or None for r in rows], [r["sequence"] or None for r in rows]))
+    labels, roles, groups = np.concatenate(labels), np.concatenate(roles), np.concatenate(groups)
+    if not (roles == "val").any():  # every val row fell in the held-out fold: carve one from train
+        train = np.flatnonzero(roles == "train")
+        roles[train[held_out(labels[train], groups[train], 0.15, seed=fold)]] = "val"
+    return np.concatenate(images), labels, roles
 
 
 def run_fold(cfg: dict, fold: int, data: str | os.PathLike, models_dir: str | os.PathLike, scales: list[str],

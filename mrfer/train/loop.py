@@ -103,6 +103,9 @@ def fit(model: torch.nn.Module, loader: ArrayLoader, val_images: np.ndarray, val
         n_classes: int, rank: int = 0, world_size: int = 1, desc: str = "train") -> list[dict]:
     """Train `model` in place; returns the per-epoch history (loss, accuracies, lr)."""
     device = loader.device
+    if len(val_images) == 0 or len(loader) == 0:
+        raise ValueError(f"{desc}: empty {'validation' if len(val_images) == 0 else 'training'} set "
+                         f"({len(loader.images)} training rows, batch size {loader.batch_size})")
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg)
     use_amp = cfg["amp"] and device.type == "cuda"
