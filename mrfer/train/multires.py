@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -68,7 +69,10 @@ def fit_multires(cfg: dict, data: str | os.PathLike, base: str | os.PathLike, ou
     classes = meta["classes"]
     aug_cfg = common.check_augment(cfg)
     train_x, train_y = common.load_xy(data, "train")
-    val_x, val_y = common.load_xy(data, "val")
+    # Validate on every resolution at once, so early stopping / best-epoch restore pick the
+    # model that is best across resolutions, not the one that is best at full resolution only.
+    val_sets = [common.load_xy(data, "val", s) for s in ["hr", *scales]]
+    val_x, val_y = np.concatenate([x for x, _ in val_sets]), np.concatenate([y for _, y in val_sets])
     mean, std = stats_tensors(*norm, device)
     augment_gen = torch.Generator(device=device).manual_seed(cfg["seed"] + 1)
     scale_gen = torch.Generator().manual_seed(cfg["seed"] + 2)
