@@ -20,6 +20,7 @@ TINY = {
     "assemble": {"folds": 3},
     "pretrain_base": {"arch_options": {"width": 0.125}, "epochs": 2, "batch_size": 32},
     "multires_finetune": {"step1_epochs": 1, "step2_epochs": 1, "batch_size": 32},
+    "video_train": {"epochs": 2, "hidden": 16},
     "fsr_train": {"blocks": 1, "channels": 16, "pretrain_epochs": 1, "epochs": 1, "batch_size": 16},
     "kfold_test": {"train": {"epochs": 1, "batch_size": 32},
                    "folds": {"fold0": {"fold": 0}, "fold1": {"fold": 1}, "fold2": {"fold": 2}}},

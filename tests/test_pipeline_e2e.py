@@ -50,7 +50,9 @@ def test_whole_graph_then_noop(repo):
     for png in ("tsne.png", "confusion.png", "accuracy_vs_resolution.png", "training_curves.png",
                 "kfold_confusion.png"):
         assert (repo / "reports/plots" / png).is_file(), png
-    for model in ("base", "multires", "fsr"):
+    video = json.loads((repo / "reports/video.json").read_text())
+    assert set(video) >= {"gru", "frame_mean", "frame_majority"}
+    for model in ("base", "multires", "fsr", "video"):
         assert (repo / f"models/{model}.pt").is_file()
     second = run(["dvc", "repro"], repo)
     assert "Running stage" not in second.stdout, second.stdout

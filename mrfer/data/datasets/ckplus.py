@@ -6,6 +6,11 @@
 
 Only labelled sequences are used: their last `apex_frames` frames carry the emotion, their
 first `neutral_frames` frames are neutral. Subject id is the `Sxxx` folder.
+
+Option `frames: all` (for clip models, e.g. the video-train stage) yields every frame of a
+labelled sequence instead, each carrying the sequence's emotion: the clip is the whole onset,
+neutral start included, and its label is that emotion (`apex_frames`/`neutral_frames` are not
+used then). The default `frames: apex` is the image-level selection above.
 """
 from __future__ import annotations
 
@@ -17,10 +22,11 @@ import numpy as np
 
 from mrfer.data import labels
 from mrfer.data.datasets import register
-from mrfer.data.records import Record, SkipLog, require_dir
+from mrfer.data.records import DatasetError, Record, SkipLog, require_dir
 
 FRAME_RE = re.compile(r"^(S\d+)_(\d+)_(\d+)\.png$", re.IGNORECASE)
 N_LANDMARKS = 68
+FRAME_MODES = ("apex", "all")
 
 
 def read_emotion(path: Path) -> tuple[int | None, str | None]:
@@ -52,9 +58,11 @@ def read_landmarks(path: Path) -> tuple[np.ndarray | None, str | None]:
     return points, None
 
 
-@register("ckplus", apex_frames=3, neutral_frames=1)
+@register("ckplus", apex_frames=3, neutral_frames=1, frames="apex")
 def read_ckplus(root: Path, options: dict, skips: SkipLog) -> Iterator[Record]:
-    """CK+: labelled sequences, last N frames = emotion, first M frames = neutral."""
+    """CK+: labelled sequences, last N frames = emotion, first M frames = neutral (or all frames)."""
+    if options["frames"] not in FRAME_MODES:
+        raise DatasetError(f"ckplus: frames must be one of {FRAME_MODES}, got {options['frames']!r}")
     images_root = require_dir(root / "cohn-kanade-images", "CK+ image folder 'cohn-kanade-images'")
     require_dir(root / "Emotion", "CK+ label folder 'Emotion'")
     apex, neutral = int(options["apex_frames"]), int(options["neutral_frames"])
@@ -76,10 +84,13 @@ def read_ckplus(root: Path, options: dict, skips: SkipLog) -> Iterator[Record]:
         if reason:
             skips.add(f"Emotion/{rel_seq}/{emotion_files[0].name}", reason)
             continue
-        n_apex = min(apex, len(frames))
-        n_neutral = min(neutral, len(frames) - n_apex)  # a short sequence never double-labels a frame
-        chosen = [(f, labels.index("neutral")) for f in frames[:n_neutral]]
-        chosen += [(f, label) for f in frames[len(frames) - n_apex:]]
+        if options["frames"] == "all":  # the whole clip, labelled with the sequence's emotion
+            chosen = [(f, label) for f in frames]
+        else:
+            n_apex = min(apex, len(frames))
+            n_neutral = min(neutral, len(frames) - n_apex)  # a short sequence never double-labels a frame
+            chosen = [(f, labels.index("neutral")) for f in frames[:n_neutral]]
+            chosen += [(f, label) for f in frames[len(frames) - n_apex:]]
         for frame_path, frame_label in chosen:
             landmark_path = root / "Landmarks" / subject / seq / f"{frame_path.stem}_landmarks.txt"
             landmarks = None
