@@ -6,7 +6,7 @@ landmarks for every frame, so `dvc repro` runs end to end with no download.
 import argparse
 import logging
 
-from mrfer import params
+from mrfer import cli, params
 from mrfer.data import synthetic
 from mrfer.io import write_json
 
@@ -19,7 +19,6 @@ def main() -> None:
     parser.add_argument("--out", default="data/raw/synthetic", help="dataset root to (re)write")
     parser.add_argument("--report", default="reports/synthesize.json", help="summary JSON")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     cfg = params.section(args.params, "synthesize", allowed=synthetic.DEFAULTS)
     summary = synthetic.synthesize(cfg, args.out, progress=True)
@@ -28,4 +27,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

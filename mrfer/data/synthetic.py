@@ -124,7 +124,7 @@ def landmarks(ident: Identity, au: dict[int, float]) -> np.ndarray:
     phi = np.linspace(0, np.pi, 17)
     c = np.cos(phi)
     pts[0:17, 0] = -ident.face_w * np.sign(c) * np.abs(c) ** ident.jaw_power
-    pts[0:17, 1] = jaw_top + (ident.chin_y - jaw_top) * np.sin(phi) + 0.12 * a(26) * np.sin(phi) ** 4
+    pts[0:17, 1] = jaw_top + (ident.chin_y - jaw_top) * np.sin(phi) + 0.09 * a(26) * np.sin(phi) ** 4
 
     # Brows 17..21 (image left, outer -> inner) and 22..26 (inner -> outer).
     inner = np.array([0.0, 0.2, 0.5, 0.8, 1.0])   # how much each point belongs to the inner brow
@@ -134,7 +134,7 @@ def landmarks(ident: Identity, au: dict[int, float]) -> np.ndarray:
         x = cx - side * span * ident.eye_w * 1.25
         y = (ident.eye_y - ident.eye_open - ident.brow_gap
              - ident.brow_arch * (1 - ((span + 0.1) / 1.1) ** 2) - ident.brow_tilt * inner)
-        y = y - 0.09 * a(1) * inner - 0.085 * a(2) * (1 - inner) + 0.07 * a(4) * (0.4 + 0.6 * inner)
+        y = y - 0.075 * a(1) * inner - 0.07 * a(2) * (1 - inner) + 0.06 * a(4) * (0.4 + 0.6 * inner)
         y = y + 0.02 * a(9) * inner
         x = x - side * 0.045 * a(4) * inner       # AU4 draws the brows together
         pts[idx] = np.stack([x, y], 1)
@@ -161,14 +161,14 @@ def landmarks(ident: Identity, au: dict[int, float]) -> np.ndarray:
     thin = 1 - 0.4 * a(24) - 0.3 * a(20)
     up_profile = np.array([0, 0.7, 1.0, 0.85, 1.0, 0.7, 0])
     lo_profile = np.array([0.7, 0.95, 1.0, 0.95, 0.7])
-    open_up = 0.012 * a(10) + 0.012 * a(12)
-    open_lo = 0.13 * a(26)
+    open_up = 0.012 * a(10) + 0.006 * a(12)
+    open_lo = 0.10 * a(26)
 
     def line_y(f: np.ndarray) -> np.ndarray:
         """Height of the lip line at f: resting curve plus corner AUs, which fade towards the middle."""
         w = np.abs(f) ** 1.5
         y = ident.mouth_y + ident.mouth_curve * f ** 2
-        y = y + w * (-0.08 * a(12) + 0.075 * a(15) + 0.015 * a(20))
+        y = y + w * (-0.07 * a(12) + 0.065 * a(15) + 0.012 * a(20))
         side = np.sign(f) == ident.contempt_side
         return y - w * side * 0.05 * a(14)
 
@@ -273,7 +273,17 @@ def face_shapes(ident: Identity, au: dict[int, float], pts: np.ndarray, wrinkle:
     shapes.append(front[0])  # hair cap
 
     def crease(line, depth: float) -> None:
-        """A thin expression line: the fine-scale cue, darker with the AU intensity."""
+        """A thin expression line: the fine-scale cue, stronger with the AU intensity.
+
+        A furrow's shadow beside its lit ridge: the two nearly cancel once averaged over a
+        low-resolution pixel, so the cue is only visible at fine scales.
+        """
+        if depth <= 0:
+            return
+        line = np.asarray(line, dtype=np.float64)
+        d = line[-1] - line[0]
+        ridge = np.array([-d[1], d[0]]) * (CREASE_WIDTH / (np.hypot(*d) + 1e-9))
+        shapes.append((line + ridge, skin * (1 + 0.8 * wrinkle * depth), CREASE_WIDTH))
         shapes.append((line, skin * (1 - wrinkle * depth), CREASE_WIDTH))
 
     # Forehead lines between the brows and the hairline (AU1 centre, AU2 sides).
@@ -333,10 +343,10 @@ def face_shapes(ident: Identity, au: dict[int, float], pts: np.ndarray, wrinkle:
         shapes.append((_curve(wing + (0, -0.06), wing + (side * 0.01, 0.01), -side * 0.03), skin * 0.75, 0.014))
 
     # Nasolabial folds from the nose wing to beyond the lip corner; smiles and AU10 deepen them.
-    fold = ident.fold_depth * 0.15 + wrinkle * (0.35 * a(12) + 0.35 * a(10) + 0.15 * a(9))
     for side, wing, corner in ((-1, pts[31], pts[48]), (1, pts[35], pts[54])):
-        p0, p1 = wing + (side * 0.07, -0.02), corner + (side * 0.07, 0.04)
-        shapes.append((_curve(p0, p1, side * 0.03), skin * (1 - fold), CREASE_WIDTH))
+        fold = _curve(wing + (side * 0.07, -0.02), corner + (side * 0.07, 0.04), side * 0.03)
+        shapes.append((fold, skin * (1 - 0.15 * ident.fold_depth), CREASE_WIDTH))
+        crease(fold, 0.35 * a(12) + 0.35 * a(10) + 0.15 * a(9))
 
     # Mouth: opening (dark, with upper teeth), then the lips, then the lip line.
     if (pts[66, 1] - pts[62, 1]) > 0.004:
@@ -410,9 +420,9 @@ def sequence_frames(ident: Identity, code: int, n_frames: int, rng: np.random.Ge
     """Render one neutral -> apex sequence: a list of (uint8 image HxW, landmarks 68x2 pixels)."""
     width, height = (int(v) for v in cfg["image_size"])
     d = float(cfg["difficulty"])
-    apex = float(cfg["apex_intensity"]) * expression_strength(d) * rng.uniform(0.8, 1.0)
+    apex = float(cfg["apex_intensity"]) * expression_strength(d) * rng.uniform(0.6, 1.0)
     au_apex = {n: w * rng.uniform(0.85, 1.0) for n, w in EXPRESSIONS[code].items()}
-    wrinkle = 1.0 - 0.3 * d
+    wrinkle = 0.5 - 0.25 * d   # contrast of the fine-scale creases
 
     # Per-sequence head placement (kept inside the image), light, background, blur.
     unit = FACE_SCALE * min(width, height)
@@ -422,7 +432,7 @@ def sequence_frames(ident: Identity, code: int, n_frames: int, rng: np.random.Ge
     light = _light(rng, (width, height), d)
     background = _background(rng, ident.background, (width, height), d)
     blur = (0.006 + 0.014 * d) * unit
-    noise_std = 1.0 + 6.0 * d   # sensor noise, gray levels
+    noise_std = 1.0 + 8.0 * d   # sensor noise, gray levels
 
     frames = []
     for t in range(n_frames):
