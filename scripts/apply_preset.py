@@ -1,0 +1,144 @@
+"""Merge a preset (configs/<name>.yaml) into params.yaml.
+
+    python scripts/apply_preset.py configs/mafer-rafdb.yaml            # rewrites params.yaml
+    python scripts/apply_preset.py configs/mafer-rafdb.yaml --dry-run  # prints the result only
+
+A preset has the shape of params.yaml, holding only what differs. Merge rule: every key given
+in a preset section replaces that key's whole value (so `extract.options`, `arch_options`,
+`augment` or `kfold_test.folds` come from the preset in full, never half-merged with the
+old value); keys the preset does not name keep their value; a top-level scalar (`seed`)
+replaces the old one. Every section and key must already exist in params.yaml, and the
+dataset reader and its options must be known, so a typo fails here instead of mid-pipeline.
+Comments in params.yaml are kept.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import io
+import sys
+from pathlib import Path
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+
+class PresetError(ValueError):
+    """The preset does not fit params.yaml."""
+
+
+# Where each section's allowed keys (with defaults) live; imported only for a key that
+# params.yaml does not spell out (some importers pull in torch, which takes seconds).
+DEFAULTS_OF = {
+    "synthesize": "mrfer.data.synthetic", "extract": "mrfer.data.extract",
+    "downsample": "mrfer.data.downsample", "assemble": "mrfer.data.assemble",
+    "pretrain_base": "mrfer.train.base", "multires_finetune": "mrfer.train.multires",
+    "fsr_train": "mrfer.train.fsr", "classify": "mrfer.eval.classify",
+}
+
+
+def _import_path() -> None:
+    root = str(Path(__file__).resolve().parents[1])  # works without the editable install too
+    if root not in sys.path:
+        sys.path.insert(0, root)
+
+
+def allowed_keys(name: str, params_section: dict) -> set:
+    """Keys a section may hold: those params.yaml names, plus the stage's DEFAULTS."""
+    keys = set(params_section)
+    if name in DEFAULTS_OF:
+        _import_path()
+        keys |= set(importlib.import_module(DEFAULTS_OF[name]).DEFAULTS)
+    return keys
+
+
+def _yaml() -> YAML:
+    yaml = YAML()  # round-trip: keeps comments, key order and flow/block style
+    yaml.preserve_quotes = True
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    yaml.width = 100
+    yaml.representer.add_representer(  # write null as `null`, as params.yaml does, not as nothing
+        type(None), lambda rep, _: rep.represent_scalar("tag:yaml.org,2002:null", "null"))
+    return yaml
+
+
+def load(path: Path):
+    data = _yaml().load(path.read_text())
+    if not isinstance(data, dict):
+        raise PresetError(f"{path}: expected a mapping of params sections at top level")
+    return data
+
+
+def check_reader(extract: dict, where: str) -> None:
+    """The dataset reader exists and every option is one it takes."""
+    _import_path()
+    from mrfer.data import datasets
+
+    reader = datasets.get(extract["dataset"])
+    unknown = sorted(set(extract.get("options") or {}) - set(reader.defaults))
+    if unknown:
+        raise PresetError(f"{where}: extract.options: unknown option(s) {', '.join(unknown)} for reader "
+                          f"'{reader.name}' (allowed: {', '.join(sorted(reader.defaults)) or 'none'})")
+
+
+def merge(params: dict, preset: dict, where: str = "preset") -> dict:
+    """Apply `preset` to `params` in place (see the module doc for the rule) and return it."""
+    for name, section in preset.items():
+        if name not in params:
+            raise PresetError(f"{where}: unknown section '{name}' (params.yaml has: {', '.join(params)})")
+        if not isinstance(section, dict):
+            if isinstance(params[name], dict):
+                raise PresetError(f"{where}: section '{name}' must be a mapping")
+            params[name] = section
+            continue
+        if params[name] is None:
+            params[name] = {}
+        target = params[name]
+        if not isinstance(target, dict):
+            raise PresetError(f"{where}: '{name}' is a single value in params.yaml, not a section")
+        extra = [key for key in section if key not in target]
+        if extra:
+            allowed = allowed_keys(name, target)
+            unknown = [key for key in extra if key not in allowed]
+            if unknown:
+                raise PresetError(f"{where}: unknown key(s) in section '{name}': {', '.join(unknown)} "
+                                  f"(allowed: {', '.join(sorted(allowed))})")
+        for key, value in section.items():
+            target[key] = value
+    if "extract" in preset:
+        check_reader(params["extract"], where)
+    return params
+
+
+def render(data) -> str:
+    out = io.StringIO()
+    _yaml().dump(data, out)
+    return out.getvalue()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("preset", type=Path, help="preset file, e.g. configs/mafer-rafdb.yaml")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file to update")
+    parser.add_argument("--dry-run", action="store_true", help="print the merged params instead of writing them")
+    args = parser.parse_args(argv)
+    try:
+        merged = render(merge(load(args.params), load(args.preset), where=str(args.preset)))
+    except (OSError, PresetError) as e:
+        print(f"apply_preset: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, YAMLError) as e:  # an unknown dataset reader (DatasetError), bad YAML
+        print(f"apply_preset: {args.preset}: {e}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        sys.stdout.write(merged)
+    else:
+        tmp = args.params.with_name(args.params.name + ".tmp")
+        tmp.write_text(merged)
+        tmp.replace(args.params)
+        print(f"{args.params}: applied {args.preset}; next: dvc repro (or dvc params diff to review)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
