@@ -2,10 +2,14 @@
 import csv
 import json
 
+import copy
+
+import cv2
 import numpy as np
 import pytest
 
-from pipeline_repo import make_repo, run
+from dataset_fixtures_a import make_fer2013, make_rafdb
+from pipeline_repo import TINY, make_repo, run
 
 
 @pytest.fixture(scope="module")
@@ -59,3 +63,45 @@ def test_whole_graph_then_noop(repo):
     assert "up to date" in run(["dvc", "status"], repo).stdout
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], repo).stdout)
     assert shown  # classify metrics are declared and readable by DVC
+
+
+def test_predict_cli_agrees_with_classify_on_known_labels(repo, tmp_path):
+    """`mrfer predict` on the test faces (as PNGs, known labels) gives the classify stage's figure."""
+    if not (repo / "models/base.pt").is_file():
+        run(["dvc", "repro", "classify"], repo)
+    faces = np.load(repo / "data/assembled/test/hr.npy")
+    rows = manifest(repo / "data/assembled/test/manifest.csv")
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    for i, face in enumerate(faces):
+        cv2.imwrite(str(folder / f"{i:04d}.png"), face[:, :, 0])
+    run(["python", "-m", "mrfer", "predict", str(folder), "--model", "models/base.pt", "--given-box",
+         "--out", str(tmp_path / "out")], repo)
+    predicted = {r["file"]: r["label"] for r in manifest(tmp_path / "out/predictions.csv")}
+    assert len(predicted) == len(rows)
+    correct = sum(predicted[f"{i:04d}.png"] == row["class"] for i, row in enumerate(rows))
+    classify = json.loads((repo / "reports/classify.json").read_text())
+    assert round(correct / len(rows), 4) == classify["base"]["hr"]["head"]["accuracy"]
+
+
+@pytest.mark.parametrize("name", ["fer2013", "rafdb"])
+def test_real_dataset_layouts_assemble(tmp_path, name):
+    params = copy.deepcopy(TINY)
+    params["extract"] = {"dataset": name, "root": f"data/raw/{name}", "options": {}, "size": 32}
+    repo = make_repo(tmp_path / "repo", params)
+    if name == "fer2013":
+        made = make_fer2013(repo / "data/raw/fer2013", n_per_class=10)
+    else:
+        made = make_rafdb(repo / "data/raw/rafdb", n_per_class=10)
+    run(["dvc", "repro", "assemble"], repo)
+    report = json.loads((repo / "reports/extract.json").read_text())
+    assert report["dataset"] == name and report["faces"] == len(made["records"])
+    assert report["skipped"] >= len(made["skips"]) > 0  # the fixture's bad rows are reported
+    sources = {}
+    for split in ("train", "val", "test"):
+        rows = manifest(repo / f"data/assembled/{split}/manifest.csv")
+        images = np.load(repo / f"data/assembled/{split}/x4.npy", mmap_mode="r")
+        assert images.shape == (len(rows), 32, 32, 1)
+        sources[split] = {r["source_split"] for r in rows}
+    assert sources["test"] == {"test"}  # the dataset's own test split is kept
+    assert "test" not in sources["train"] | sources["val"]
