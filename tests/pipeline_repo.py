@@ -38,7 +38,7 @@ def run(cmd: list[str], cwd: Path, check: bool = True, timeout: int = 900) -> su
 
 def deep_update(base: dict, new: dict) -> dict:
     for key, value in new.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict) and key != "folds":
+        if isinstance(value, dict) and isinstance(base.get(key), dict) and key not in ("folds", "options"):
             deep_update(base[key], value)
         else:
             base[key] = value
