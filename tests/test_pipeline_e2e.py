@@ -3,6 +3,7 @@ import csv
 import json
 
 import copy
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -77,7 +78,7 @@ def test_predict_cli_agrees_with_classify_on_known_labels(repo, tmp_path):
         cv2.imwrite(str(folder / f"{i:04d}.png"), face[:, :, 0])
     run(["python", "-m", "mrfer", "predict", str(folder), "--model", "models/base.pt", "--given-box",
          "--out", str(tmp_path / "out")], repo)
-    predicted = {r["file"]: r["label"] for r in manifest(tmp_path / "out/predictions.csv")}
+    predicted = {Path(r["file"]).name: r["label"] for r in manifest(tmp_path / "out/predictions.csv")}
     assert len(predicted) == len(rows)
     correct = sum(predicted[f"{i:04d}.png"] == row["class"] for i, row in enumerate(rows))
     classify = json.loads((repo / "reports/classify.json").read_text())
