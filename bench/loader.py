@@ -30,6 +30,16 @@ def faces(n: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return images, rng.integers(0, 7, n)
 
 
+def step(model, optimizer, x, y) -> None:
+    """One SGD step, the same for both pipelines; nothing when timing the loader alone."""
+    if model is None:
+        return
+    loss = F.cross_entropy(model(x), y)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+
+
 def ours(images, labels, batch_size, device, model=None):
     loader = ArrayLoader(images, labels, batch_size, device)
     mean, std = stats_tensors([128.0] * 3, [64.0] * 3, device)
@@ -39,11 +49,7 @@ def ours(images, labels, batch_size, device, model=None):
     seen, start = 0, time.perf_counter()
     for xb, yb in loader:
         x = prepare(xb, mean, std, AUGMENT_DEFAULTS, gen, random_scales(len(xb), SCALES, 0.5, scale_gen))
-        if model:
-            loss = F.cross_entropy(model(x), yb)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+        step(model, optimizer, x, yb)
         seen += len(xb)
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -61,11 +67,7 @@ def plain(folder, batch_size, device, workers, model=None):
     seen, start = 0, time.perf_counter()
     for x, y in loader:
         x, y = x.to(device), y.to(device)
-        if model:
-            loss = F.cross_entropy(model(x), y)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+        step(model, optimizer, x, y)
         seen += len(x)
     if device.type == "cuda":
         torch.cuda.synchronize()
