@@ -12,7 +12,7 @@ import torch
 from assembled_fixture import make_assembled
 from mrfer.train import base, checkpoint, loop, multires
 from mrfer.train.loader import ArrayLoader
-from mrfer.train.presets import AUGMENT_DEFAULTS, augment, prepare, random_scales, stats_tensors
+from mrfer.train.presets import AUGMENT_DEFAULTS, affine_grid, augment, prepare, random_scales, stats_tensors
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -151,6 +151,13 @@ def test_augment_is_seeded_and_bounded():
     assert a.shape == x.shape and a.min() >= 0 and a.max() <= 255
     still = augment(x, {k: (False if k == "flip" else 0.0) for k in AUGMENT_DEFAULTS}, torch.Generator())
     assert torch.allclose(still, x, atol=1e-3)
+
+
+def test_affine_grid_matches_torch():
+    theta = torch.randn(5, 2, 3, generator=torch.Generator().manual_seed(0))
+    for size in [(7, 9), (32, 32)]:
+        expected = torch.nn.functional.affine_grid(theta, [5, 1, *size], align_corners=False)
+        assert torch.allclose(affine_grid(theta, size), expected, atol=1e-5)
 
 
 def test_prepare_normalises_and_degrades():

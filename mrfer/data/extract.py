@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from mrfer.data import datasets, labels
 from mrfer.data.faces import COLORS, NO_FACE_MODES, ImageError, extract_face
-from mrfer.data.records import SkipLog
+from mrfer.data.records import Record, SkipLog
 from mrfer.data.shards import write_manifest
 from mrfer.io import atomic_path, write_json
 
@@ -29,6 +29,17 @@ def check_config(cfg: dict) -> None:
             raise ValueError(f"extract.{key} is {cfg[key]!r}, expected one of {list(choices)}")
     if not isinstance(cfg["size"], int) or cfg["size"] < 8:
         raise ValueError(f"extract.size must be an integer >= 8, got {cfg['size']!r}")
+
+
+def face_or_skip(record: Record, cfg: dict, skips: SkipLog) -> tuple[np.ndarray | None, str]:
+    """The record's face cropped by the extract settings, or None with the reason added to `skips`."""
+    try:
+        face, located = extract_face(record, cfg["size"], cfg["margin"], cfg["color"], cfg["no_face"])
+    except ImageError as e:
+        face, located = None, str(e)
+    if face is None:
+        skips.add(record.source, located)
+    return face, located
 
 
 def extract(cfg: dict, out_dir: str | os.PathLike, report_path: str | os.PathLike) -> dict:
@@ -47,13 +58,8 @@ def extract(cfg: dict, out_dir: str | os.PathLike, report_path: str | os.PathLik
             if record.label >= len(classes):
                 skips.add(record.source, f"contempt dropped: extract.contempt is 'drop'")
                 continue
-            try:
-                face, located = extract_face(record, size, cfg["margin"], cfg["color"], cfg["no_face"])
-            except ImageError as e:
-                skips.add(record.source, str(e))
-                continue
+            face, located = face_or_skip(record, cfg, skips)
             if face is None:
-                skips.add(record.source, located)
                 continue
             faces[len(rows)] = face
             rows.append({"source": record.source, "label": record.label,

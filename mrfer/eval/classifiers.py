@@ -21,9 +21,3 @@ def make(name: str, seed: int):
     if name == "logreg":
         return make_pipeline(Normalizer(), LogisticRegression(max_iter=2000, random_state=seed))
     raise ValueError(f"unknown sklearn classifier {name!r}; expected svc or logreg")
-
-
-def fit_predict(name: str, train_features: np.ndarray, train_labels: np.ndarray,
-                test_features: np.ndarray, seed: int) -> np.ndarray:
-    classifier = make(name, seed).fit(train_features, train_labels)
-    return classifier.predict(test_features)

@@ -3,7 +3,7 @@ VGG-Face fine-tune system), compared with the same CNN's own head voting over th
 
 Clips. The raw dataset is read with the reader named by `extract` (CK+ with `frames: all`, so a
 clip is a whole neutral -> apex sequence; AFEW / Aff-Wild2 clips by their `sequence` id), every
-frame's face is cropped exactly as the extract stage does (`faces.extract_face`, same size, margin
+frame's face is cropped exactly as the extract stage does (`extract.face_or_skip`, same size, margin
 and colour), frames are grouped by `sequence` and ordered by `frame`. A clip's label is the label
 its frames carry (for CK+ the sequence's emotion); a sequence whose frames change label
 (Aff-Wild2's per-frame annotation) is cut into runs of one label, each its own clip
@@ -43,8 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mrfer.data import datasets, labels, shards, splits
-from mrfer.data.extract import check_config
-from mrfer.data.faces import ImageError, extract_face
+from mrfer.data.extract import check_config, face_or_skip
 from mrfer.data.records import DatasetError, Record, SkipLog
 from mrfer.eval.embeddings import autocast, infer
 from mrfer.eval.metrics import summarize
@@ -181,14 +180,8 @@ def extract_clip_faces(clips: list[Clip], extract_cfg: dict, clip_skips: SkipLog
     for clip in clips:
         rows = []
         for record in clip.records:
-            try:
-                face, located = extract_face(record, size, extract_cfg["margin"], extract_cfg["color"],
-                                             extract_cfg["no_face"])
-            except ImageError as e:
-                frame_skips.add(record.source, str(e))
-                continue
+            face, _ = face_or_skip(record, extract_cfg, frame_skips)
             if face is None:
-                frame_skips.add(record.source, located)
                 continue
             faces[n] = face
             rows.append(n)
