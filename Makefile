@@ -3,9 +3,9 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# One math thread per process: on a small shared CPU, torch's extra threads mostly spin
-# (measured here: 1 thread ran a training step 4x faster than 2 under load). Override freely.
-export OMP_NUM_THREADS ?= 1
+# Torch uses one math thread per core (a training step here: 349 ms with 1 thread, 188 ms with
+# 2 on the idle 2-core machine). On a machine busy with other work, extra threads mostly spin:
+# there `OMP_NUM_THREADS=1 make repro` is faster. The tests pin 1 thread per pytest worker.
 
 .PHONY: repro test venv bench clean-venv
 

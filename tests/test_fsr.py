@@ -1,5 +1,6 @@
 import json
 import runpy
+import shutil
 import sys
 from pathlib import Path
 
@@ -283,3 +284,25 @@ def test_stage_script_runs_with_params(data, base_model, tmp_path, monkeypatch):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     with pytest.raises(ParamsError, match="blocs"):
         script["main"]()
+
+
+def test_classify_applies_fsr_to_low_resolution_faces_only(trained, base_model, data, tmp_path):
+    from mrfer.eval import classify
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(base_model, models / "base.pt")
+    shutil.copy(trained["out"] / "fsr.pt", models / "fsr.pt")
+    cfg = {**classify.DEFAULTS, "models": ["base", "base+fsr"], "classifiers": ["head", "svc"], "seed": 0}
+    classify.classify(cfg, data, models, SCALES, tmp_path / "c.json", tmp_path / "c.md", tmp_path / "curves",
+                      tmp_path / "p.npz")
+    saved = np.load(tmp_path / "p.npz")
+    # at full resolution +fsr is the FER model itself, and the SVC is fitted on the same plain HR
+    # features (FSR-FER's protocol), so every HR prediction is the base model's
+    for clf in ("head", "svc"):
+        assert np.array_equal(saved[f"base+fsr/hr/{clf}"], saved[f"base/hr/{clf}"])
+    assert np.array_equal(saved["base+fsr/hr/features"], saved["base/hr/features"])
+    # at a low resolution the generator changes the features
+    images, _ = common.load_xy(data, "test", "x4")
+    plain = classify.Embedder("base", models, torch.device("cpu"), 64)(images, "x4")[0]
+    super_resolved = classify.Embedder("base+fsr", models, torch.device("cpu"), 64)(images, "x4")[0]
+    assert not np.allclose(plain, super_resolved)

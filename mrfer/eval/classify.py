@@ -1,7 +1,8 @@
 """classify: every model x every scale x every classifier -> overall / average accuracy, macro-F1.
 
 Models are `base`, `multires` and `<model>+fsr` (the FSR generator applied to that model's
-features). Classifiers are the network's own `head` and sklearn ones on its embeddings,
+features of low-resolution faces; at full resolution `+fsr` is its FER model unchanged, so its
+sklearn classifiers are fitted on plain HR features, as FSR-FER did). Classifiers are the network's own `head` and sklearn ones on its embeddings,
 fitted on the training set at full resolution (FSR-FER's protocol) or at the same scale.
 """
 from __future__ import annotations
@@ -58,9 +59,9 @@ class Embedder:
             self.fsr = load_fsr(models_dir / "fsr.pt", device, fer_meta=self.meta)
 
     @torch.no_grad()
-    def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, images: np.ndarray, scale: str) -> tuple[np.ndarray, np.ndarray]:
         norm = (self.meta["mean"], self.meta["std"])
-        if self.fsr is not None:
+        if self.fsr is not None and scale != "hr":
             from mrfer.train.fsr import fsr_features
             features, logits = fsr_features(self.model, self.fsr, images, *norm, device=self.device,
                                             batch_size=self.batch_size)
@@ -93,13 +94,13 @@ def classify(cfg: dict, data: str | os.PathLike, models_dir: str | os.PathLike, 
         def train_features(scale: str):
             if scale not in train_cache:
                 images, labels = common.load_xy(data, "train", scale)
-                train_cache[scale] = (embed(images)[0], labels)
+                train_cache[scale] = (embed(images, scale)[0], labels)
             return train_cache[scale]
 
         fitted: dict[tuple, object] = {}
         results[name] = {}
         for scale in all_scales:
-            features, logits = embed(test[scale][0])
+            features, logits = embed(test[scale][0], scale)
             results[name][scale] = {}
             if scale == "hr":
                 saved[f"{name}/hr/features"] = features

@@ -30,7 +30,9 @@ def versions() -> dict[str, str]:
     import torchvision
     return {"mrfer": mrfer.__version__, "python": platform.python_version(), "torch": str(torch.__version__),
             "torchvision": str(torchvision.__version__), "timm": str(timm.__version__), "numpy": str(np.__version__),
-            "scikit-learn": str(sklearn.__version__)}
+            "scikit-learn": str(sklearn.__version__),
+            # CPU float results depend on the thread count (reduction order), so it is recorded too
+            "torch_threads": str(torch.get_num_threads())}
 
 
 def save(path: str | os.PathLike, payload: dict) -> None:
