@@ -1,6 +1,7 @@
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -27,10 +28,16 @@ def tiny_cfg(**overrides):
             "lr": 3e-3, "head_lr": 3e-3, **overrides}
 
 
-def run_base(data, out_dir, cfg=None, **kw):
+def run_base(data, out_dir, cfg=None, live_dir=None, **kw):
     out_dir = Path(out_dir)
     return base.fit_base(cfg or tiny_cfg(), data, out_dir / "base.pt", out_dir / "base.json", ["x2", "x4"],
-                         live_dir=None, resume=out_dir / "resume.pt", **kw)
+                         live_dir=live_dir, resume=out_dir / "resume.pt", **kw)
+
+
+def curve(live_dir, metric="val_accuracy"):
+    """(step, value) rows of a dvclive curve (its timestamps differ between runs)."""
+    rows = (Path(live_dir) / "plots" / "metrics" / f"{metric}.tsv").read_text().splitlines()[1:]
+    return [tuple(row.split("\t")[1:]) for row in rows]
 
 
 def weights(path):
@@ -59,7 +66,7 @@ def test_same_seed_same_metrics_and_weights(data, tmp_path):
 
 
 def test_killed_run_resumes_to_identical_weights(data, tmp_path, monkeypatch):
-    run_base(data, tmp_path / "straight")
+    run_base(data, tmp_path / "straight", live_dir=str(tmp_path / "straight" / "live"))
     real_save, calls = checkpoint.save, []
 
     def save_then_die(path, payload):
@@ -69,14 +76,20 @@ def test_killed_run_resumes_to_identical_weights(data, tmp_path, monkeypatch):
             raise KeyboardInterrupt
 
     monkeypatch.setattr(checkpoint, "save", save_then_die)
+    live = tmp_path / "killed" / "live"
     with pytest.raises(KeyboardInterrupt):
-        run_base(data, tmp_path / "killed")
+        run_base(data, tmp_path / "killed", live_dir=str(live))
     monkeypatch.setattr(checkpoint, "save", real_save)
     assert checkpoint.load(tmp_path / "killed" / "resume.pt")["state"]["epoch"] == 2
     assert not (tmp_path / "killed" / "base.pt").exists()
-    run_base(data, tmp_path / "killed")
+    shutil.rmtree(live)  # as DVC does with a stage's outputs before running it again
+    run_base(data, tmp_path / "killed", live_dir=str(live))
     ws, wk = weights(tmp_path / "straight" / "base.pt"), weights(tmp_path / "killed" / "base.pt")
     assert all(torch.equal(ws[k], wk[k]) for k in ws)
+    # the training curves hold every epoch once, as if the run had never stopped
+    straight = curve(tmp_path / "straight" / "live")
+    assert len(straight) == 3 and curve(live) == straight
+    assert curve(live, "train_loss") == curve(tmp_path / "straight" / "live", "train_loss")
 
 
 def test_checkpoint_with_other_params_is_not_resumed(data, tmp_path, caplog):

@@ -356,7 +356,7 @@ def fit_fsr(cfg: dict, data: str | os.PathLike, fer_model_path: str | os.PathLik
         p_true = logits.float().softmax(1).gather(1, labels[:, None]).squeeze(1)
         return sample_weights(p_true, cfg["reweight_offset"])
 
-    live = loop.open_live(live_dir, resume=False)
+    live = loop.open_live(live_dir)
     history: list[dict] = []
     clock = [time.perf_counter()]
 
@@ -367,11 +367,7 @@ def fit_fsr(cfg: dict, data: str | os.PathLike, fer_model_path: str | os.PathLik
         log.info("fsr-train epoch %d (%.1f s): %s", row["epoch"], now - clock[0],
                  {k: v for k, v in row.items() if k != "epoch"})
         clock[0] = now
-        if live is not None:
-            for key, value in row.items():
-                if key != "epoch":
-                    live.log_metric(key, value)
-            live.next_step()
+        loop.log_epoch(live, row)
 
     # Phase 1: MSE pre-training of the generator.
     generator.train()

@@ -90,11 +90,26 @@ def make_scheduler(optimizer, cfg: dict):
     raise ValueError(f"scheduler must be cosine | plateau | none, got {cfg['scheduler']!r}")
 
 
-def open_live(live_dir: str | None, resume: bool):
+def open_live(live_dir: str | None, history: list[dict] = ()):
+    """A fresh dvclive run, with the epochs of `history` (a resumed run's) logged again first:
+    DVC deletes a stage's outputs before rerunning it, so the old curves may be gone."""
     if live_dir is None:
         return None
     from dvclive import Live
-    return Live(live_dir, resume=resume, save_dvc_exp=False, dvcyaml=None, report=None)
+    live = Live(live_dir, resume=False, save_dvc_exp=False, dvcyaml=None, report=None)
+    for row in history:
+        log_epoch(live, row)
+    return live
+
+
+def log_epoch(live, row: dict) -> None:
+    """One epoch's row (everything but its `epoch` number) as one dvclive step."""
+    if live is None:
+        return
+    for key, value in row.items():
+        if key != "epoch":
+            live.log_metric(key, value)
+    live.next_step()
 
 
 def fit(model: torch.nn.Module, loader: ArrayLoader, val_images: np.ndarray, val_labels: np.ndarray,
@@ -114,7 +129,6 @@ def fit(model: torch.nn.Module, loader: ArrayLoader, val_images: np.ndarray, val
     state = {"epoch": 0, "best": -math.inf, "best_state": None, "bad_epochs": 0, "history": []}
 
     resume_path = Path(resume_path) if resume_path else None
-    resumed = False
     if resume_path and resume_path.is_file():
         saved = checkpoint.load(resume_path)
         if saved.get("run_hash") != run_hash:
@@ -127,13 +141,12 @@ def fit(model: torch.nn.Module, loader: ArrayLoader, val_images: np.ndarray, val
             scaler.load_state_dict(saved["scaler"])
             checkpoint.set_rng_state(saved["rng"], generators)
             state = saved["state"]
-            resumed = True
             log.info("resuming %s from epoch %d (%s)", desc, state["epoch"], resume_path)
 
     net = WithFeatures(model)
     if world_size > 1:
         net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device] if device.type == "cuda" else None)
-    live = open_live(live_dir, resumed) if rank == 0 else None
+    live = open_live(live_dir, state["history"]) if rank == 0 else None
 
     for epoch in range(state["epoch"], cfg["epochs"]):
         net.train()
@@ -160,11 +173,7 @@ def fit(model: torch.nn.Module, loader: ArrayLoader, val_images: np.ndarray, val
                "val_accuracy": val["accuracy"], "val_average_accuracy": val["average_accuracy"], "lr": lr}
         state["history"].append(row)
         log.info("%s epoch %d: %s", desc, epoch + 1, {k: v for k, v in row.items() if k != "epoch"})
-        if live is not None:
-            for key, value in row.items():
-                if key != "epoch":
-                    live.log_metric(key, value)
-            live.next_step()
+        log_epoch(live, row)
 
         if val["accuracy"] > state["best"]:
             state["best"], state["bad_epochs"] = val["accuracy"], 0

@@ -435,7 +435,7 @@ def fit_video(cfg: dict, extract_cfg: dict, data: str | os.PathLike, out: str | 
     train_y = torch.tensor([c.label for c in train_clips], dtype=torch.long)
     val_y = np.array([c.label for c in by_split["val"]])
     lengths = np.array([len(r) for r in train_rows])
-    live = loop.open_live(live_dir, resume=False)
+    live = loop.open_live(live_dir)
     history, best, best_state, best_epoch = [], -1.0, None, 0
     with cpu_threads(device, None if finetune else 1):
         for epoch in range(cfg["epochs"]):
@@ -482,11 +482,7 @@ def fit_video(cfg: dict, extract_cfg: dict, data: str | os.PathLike, out: str | 
                                   copy.deepcopy(cnn.state_dict()) if finetune else None)
             history.append(row)
             log.info("video epoch %d: %s", epoch + 1, {k: v for k, v in row.items() if k != "epoch"})
-            if live is not None:
-                for key, value in row.items():
-                    if key != "epoch":
-                        live.log_metric(key, value)
-                live.next_step()
+            loop.log_epoch(live, row)
     if live is not None:
         live.end()
     if cfg["restore_best"] and best_state is not None:
