@@ -36,7 +36,8 @@ def test_numpy_and_torch_paths_agree(kernel, scale):
     b = degrade_torch(torch.from_numpy(faces).permute(0, 3, 1, 2), scale, kernel)
     b = b.round().permute(0, 2, 3, 1).numpy()
     assert a.shape == faces.shape and a.dtype == np.uint8
-    assert np.abs(a.astype(float) - b).max() <= 1
+    diff = np.abs(a.astype(float) - b)
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3  # the same matrices; only summation order differs
 
 
 def test_matches_pil_antialiased_bicubic():

@@ -156,14 +156,28 @@ def test_loader_covers_every_sample_once_and_shards_disjointly():
 
 
 def test_augment_is_seeded_and_bounded():
-    x = torch.rand(8, 1, 32, 32) * 255
+    x = torch.randint(0, 256, (8, 32, 32, 1), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
     a = augment(x, AUGMENT_DEFAULTS, torch.Generator().manual_seed(0))
     b = augment(x, AUGMENT_DEFAULTS, torch.Generator().manual_seed(0))
     c = augment(x, AUGMENT_DEFAULTS, torch.Generator().manual_seed(1))
     assert torch.equal(a, b) and not torch.equal(a, c)
-    assert a.shape == x.shape and a.min() >= 0 and a.max() <= 255
-    still = augment(x, {k: (False if k == "flip" else 0.0) for k in AUGMENT_DEFAULTS}, torch.Generator())
-    assert torch.allclose(still, x, atol=1e-3)
+    assert a.shape == (8, 1, 32, 32) and a.dtype == torch.float32 and a.min() >= 0 and a.max() <= 255
+    off = {k: (False if k == "flip" else 0.0) for k in AUGMENT_DEFAULTS}
+    assert torch.allclose(augment(x, off, torch.Generator()), x.permute(0, 3, 1, 2).float(), atol=1e-3)
+
+
+def test_augment_brightness_and_contrast_pivot_on_the_face_mean():
+    x = torch.randint(50, 200, (16, 8, 8, 3), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    photometric = {k: (False if k == "flip" else 0.0) for k in AUGMENT_DEFAULTS} | {"contrast": 0.5}
+    out = augment(x, photometric, torch.Generator().manual_seed(0))
+    face_mean = x.float().mean(dim=(1, 2, 3))
+    assert torch.allclose(out.mean(dim=(1, 2, 3)), face_mean, atol=1e-3)  # contrast keeps the mean
+    spread = out.std(dim=(1, 2, 3)) / x.float().std(dim=(1, 2, 3))
+    assert spread.min() >= 0.5 - 1e-4 and spread.max() <= 1.5 + 1e-4 and spread.std() > 0.05
+    bright = augment(x, photometric | {"contrast": 0.0, "brightness": 0.1}, torch.Generator().manual_seed(0))
+    shift = (bright - x.permute(0, 3, 1, 2).float()).flatten(1)
+    assert torch.allclose(shift, shift[:, :1].expand_as(shift), atol=1e-3)  # one offset per face
+    assert shift.abs().max() <= 25.5 + 1e-3 and shift[:, 0].std() > 1
 
 
 def test_affine_grid_matches_torch():
@@ -176,7 +190,7 @@ def test_affine_grid_matches_torch():
 def test_prepare_normalises_and_degrades():
     batch = torch.full((4, 8, 8, 1), 100, dtype=torch.uint8)
     mean, std = stats_tensors([100.0], [20.0], "cpu")
-    assert torch.allclose(prepare(batch, mean, std), torch.zeros(4, 1, 8, 8))
+    assert torch.allclose(prepare(batch, mean, std), torch.zeros(4, 1, 8, 8), atol=1e-6)
     picks = random_scales(1000, ["x2", "x4"], 0.3, torch.Generator().manual_seed(0))
     assert 0.25 < sum(p is not None for p in picks) / 1000 < 0.35
     assert {p for p in picks if p} == {"x2", "x4"}

@@ -19,7 +19,7 @@ from mrfer.data.degrade import KERNELS, degrade_mixed, parse_scale
 from mrfer.io import write_json
 from mrfer.train import checkpoint, common, loop
 from mrfer.train.loader import ArrayLoader
-from mrfer.train.presets import AUGMENT_DEFAULTS, augment, normalize, random_scales, stats_tensors, to_float
+from mrfer.train.presets import AUGMENT_DEFAULTS, augment, normalize, random_scales, stats_tensors
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def fit_multires(cfg: dict, data: str | os.PathLike, base: str | os.PathLike, ou
                                   scale_gen=scale_gen, kernel=kernel)
 
         def loss_fn(net, xb, yb, epoch):
-            x_hr = augment(to_float(xb), aug_cfg, augment_gen)
+            x_hr = augment(xb, aug_cfg, augment_gen)
             x_lr = degrade_mixed(x_hr, random_scales(len(xb), train_scales, p(epoch), scale_gen), kernel)
             return cross_resolution_loss(net, teacher, normalize(x_hr, mean, std), normalize(x_lr, mean, std),
                                          yb, cfg["lambda"])

@@ -24,7 +24,8 @@ def to_float(batch: torch.Tensor) -> torch.Tensor:
 
 
 def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    return (x - mean) / std
+    """(x - mean) / std as one fused pass (each full-batch temporary costs a fresh allocation)."""
+    return torch.addcmul(-mean / std, x, 1 / std)
 
 
 def stats_tensors(mean: list[float], std: list[float] | None, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,9 +49,19 @@ def affine_grid(theta: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return torch.stack([t[:, 0] * xs + t[:, 1] * ys + t[:, 2], t[:, 3] * xs + t[:, 4] * ys + t[:, 5]], -1)
 
 
-def augment(x: torch.Tensor, cfg: dict, gen: torch.Generator) -> torch.Tensor:
-    """Random flip, rotation, scale, translation (one affine warp), brightness and contrast."""
-    n, device = x.shape[0], x.device
+def augment(batch: torch.Tensor, cfg: dict, gen: torch.Generator) -> torch.Tensor:
+    """uint8 NHWC -> float NCHW in [0, 255]: brightness and contrast, then random flip, rotation,
+    scale and translation as one affine warp.
+
+    The photometric step is per-sample affine, so it is applied first, fused with the uint8 ->
+    float conversion (one pass over the batch), and the contrast pivot is the mean of the uint8
+    face; a bilinear warp with border padding commutes with it."""
+    n, device = batch.shape[0], batch.device
+    contrast = 1 + uniform(n, cfg["contrast"], gen, device).view(n, 1, 1, 1)
+    brightness = uniform(n, cfg["brightness"] * 255, gen, device).view(n, 1, 1, 1)
+    face_mean = batch.reshape(n, -1).sum(1, dtype=torch.float32).view(n, 1, 1, 1) / batch[0].numel()
+    x = torch.addcmul(face_mean * (1 - contrast) + brightness, batch.permute(0, 3, 1, 2), contrast)
+    x.clamp_(0, 255)
     angle = uniform(n, math.radians(cfg["rotate"]), gen, device)
     scale = 1 + uniform(n, cfg["scale"], gen, device)
     flip = torch.where(torch.rand(n, generator=gen, device=device) < 0.5, -1.0, 1.0) if cfg["flip"] \
@@ -59,13 +70,8 @@ def augment(x: torch.Tensor, cfg: dict, gen: torch.Generator) -> torch.Tensor:
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack([torch.stack([cos * flip, -sin, shift[:, 0]], 1),
                          torch.stack([sin * flip, cos, shift[:, 1]], 1)], 1)
-    grid = affine_grid(theta, x.shape[-2:])
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    contrast = 1 + uniform(n, cfg["contrast"], gen, device).view(n, 1, 1, 1)
-    brightness = uniform(n, cfg["brightness"] * 255, gen, device).view(n, 1, 1, 1)
-    # (x - m) * c + m + b as one fused op on the freshly warped tensor
-    offset = x.mean(dim=(1, 2, 3), keepdim=True) * (1 - contrast) + brightness
-    return torch.addcmul(offset, x, contrast).clamp_(0, 255)
+    return F.grid_sample(x, affine_grid(theta, x.shape[-2:]), mode="bilinear", padding_mode="border",
+                         align_corners=False)
 
 
 def random_scales(n: int, scales: list[str], p: float, gen: torch.Generator) -> list[str | None]:
@@ -79,9 +85,7 @@ def prepare(batch: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
             augment_cfg: dict | None = None, gen: torch.Generator | None = None,
             scales: list[str | None] | None = None, kernel: str = "bicubic_aa") -> torch.Tensor:
     """The single preprocessing path: uint8 NHWC -> (augment) -> (degrade) -> normalised NCHW."""
-    x = to_float(batch)
-    if augment_cfg is not None:
-        x = augment(x, augment_cfg, gen)
+    x = to_float(batch) if augment_cfg is None else augment(batch, augment_cfg, gen)
     if scales is not None:
         x = degrade_mixed(x, scales, kernel)
     return normalize(x, mean, std)
