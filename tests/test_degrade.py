@@ -69,3 +69,12 @@ def test_bad_input_is_a_clear_error():
         degrade(np.zeros((4, 4), np.uint8), "x2")
     with pytest.raises(ValueError, match="unknown kernel"):
         degrade(smooth_faces(n=1), "x2", "lanczos")
+
+
+def test_degrade_stays_float32_under_bf16_autocast():
+    # training runs the preset inside autocast; a bf16 matmul would move faces by a grey level
+    faces = torch.from_numpy(smooth_faces(n=2, channels=3)).permute(0, 3, 1, 2).float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = degrade_torch(faces, "x4")
+    assert inside.dtype == torch.float32
+    assert torch.equal(inside, degrade_torch(faces, "x4"))
