@@ -231,3 +231,19 @@ def test_covpool_under_cpu_autocast_keeps_float32_matrices():
         logits = model(torch.randn(2, 1, 32, 32))
     assert log_cov.dtype == torch.float32 and torch.isfinite(log_cov).all()
     assert torch.isfinite(logits.float()).all()
+
+
+@pytest.mark.parametrize("arch", ["baseline_cnn", "resnet18"])
+def test_channels_last_layout_gives_the_same_outputs(arch):
+    torch.manual_seed(0)
+    plain = nets.build(arch, 7, 1, 64).eval()
+    nhwc = nets.build(arch, 7, 1, 64).eval()
+    nhwc.load_state_dict(plain.state_dict())
+    nets.to_device(nhwc, "cpu")
+    conv = next(m for m in nhwc.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.shape[1] > 1)
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not conv.weight.is_contiguous()
+    x = torch.randn(4, 1, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(plain(x), nhwc(x), atol=1e-4)
+        assert torch.allclose(plain.features(x), nhwc.features(x), atol=1e-4)

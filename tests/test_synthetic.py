@@ -103,8 +103,11 @@ def test_emotion_files_name_the_last_frame_and_unlabelled_dirs_are_empty(tiny):
 def test_same_seed_same_bytes_other_seed_other_bytes(tiny, tmp_path):
     root, _ = tiny
     again = tmp_path / "again"
-    synthetic.synthesize(TINY, again)
+    synthetic.synthesize(TINY, again, workers=2)
     assert files(again) == files(root)
+    one_process = tmp_path / "one_process"
+    synthetic.synthesize(TINY, one_process, workers=1)
+    assert files(one_process) == files(root)
     other = tmp_path / "other"
     synthetic.synthesize({**TINY, "seed": TINY["seed"] + 1}, other)
     assert files(other) != files(root)
@@ -208,8 +211,19 @@ def test_failure_mid_write_leaves_no_output(tmp_path, monkeypatch):
 
     monkeypatch.setattr(synthetic, "sequence_frames", failing)
     with pytest.raises(RuntimeError, match="disk full"):
-        synthetic.synthesize(TINY, tmp_path / "synthetic")
+        synthetic.synthesize(TINY, tmp_path / "synthetic", workers=1)
     assert len(calls) == 3
+    assert list(tmp_path.iterdir()) == []
+
+
+
+def test_failure_in_a_worker_process_leaves_no_output(tmp_path, monkeypatch):
+    def failing(ident, code, *args, **kwargs):
+        raise RuntimeError(f"disk full at code {code}")
+
+    monkeypatch.setattr(synthetic, "sequence_frames", failing)  # forked workers inherit it
+    with pytest.raises(RuntimeError, match="disk full"):
+        synthetic.synthesize(TINY, tmp_path / "synthetic", workers=2)
     assert list(tmp_path.iterdir()) == []
 
 

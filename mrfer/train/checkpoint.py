@@ -56,9 +56,9 @@ def save_model(path: str | os.PathLike, model: torch.nn.Module, meta: dict) -> N
     save(path, {"state_dict": state, "meta": {**meta, "versions": versions()}})
 
 
-def load_model(path: str | os.PathLike, device="cpu") -> tuple[torch.nn.Module, dict]:
+def load_model(path: str | os.PathLike, device="cpu", channels_last: bool = True) -> tuple[torch.nn.Module, dict]:
     """Rebuild a model from its metadata and load its weights. Clear error on a mismatch."""
-    from mrfer.nets import build
+    from mrfer.nets import build, to_device
     payload = load(path)
     if not isinstance(payload, dict) or "state_dict" not in payload or "meta" not in payload:
         raise ValueError(f"{path}: not an mrfer model file (expected keys state_dict and meta)")
@@ -69,7 +69,7 @@ def load_model(path: str | os.PathLike, device="cpu") -> tuple[torch.nn.Module, 
     if missing or unexpected:
         raise ValueError(f"{path}: weights do not fit architecture {meta['arch']!r}: "
                          f"missing {missing[:5]}, unexpected {unexpected[:5]}")
-    return model.to(device).eval(), meta
+    return to_device(model, device, channels_last).eval(), meta
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

@@ -20,7 +20,7 @@ from mrfer.data.splits import FOLD_PROTOCOLS, SPLITS, groups_of, held_out
 from mrfer.eval.embeddings import infer
 from mrfer.eval.metrics import confusion, summarize
 from mrfer.io import read_json, write_json
-from mrfer.nets import build
+from mrfer.nets import build, to_device
 from mrfer.train import checkpoint, common, loop
 from mrfer.train.loader import ArrayLoader
 from mrfer.train.presets import AUGMENT_DEFAULTS, stats_tensors
@@ -74,7 +74,8 @@ def run_fold(cfg: dict, fold: int, data: str | os.PathLike, models_dir: str | os
         model, meta = checkpoint.load_model(Path(models_dir) / f"{name}.pt", device)
         if cfg["init"] == "scratch":
             model = build(meta["arch"], num_classes=len(classes), in_chans=meta["channels"],
-                          image_size=meta["size"], **meta["options"]).to(device)
+                          image_size=meta["size"], **meta["options"])
+            to_device(model, device)
         norm = (meta["mean"], meta["std"])
         mean, std = stats_tensors(*norm, device)
         augment_gen = torch.Generator(device=device).manual_seed(cfg["seed"] + 100 * fold + 1)

@@ -61,8 +61,8 @@ def fit_multires(cfg: dict, data: str | os.PathLike, base: str | os.PathLike, ou
     if kernel not in KERNELS:
         raise ValueError(f"multires_finetune.kernel must be one of {KERNELS}, got {kernel!r}")
 
-    student, meta = checkpoint.load_model(base, device)
-    teacher, _ = checkpoint.load_model(base, device)
+    student, meta = checkpoint.load_model(base, device, cfg["channels_last"])
+    teacher, _ = checkpoint.load_model(base, device, cfg["channels_last"])
     teacher.eval().requires_grad_(False)
     stats = common.dataset_stats(data)
     norm = (meta["mean"], meta["std"])  # the base model's own normalisation, not re-derived
