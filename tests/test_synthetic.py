@@ -216,7 +216,6 @@ def test_failure_mid_write_leaves_no_output(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-
 def test_failure_in_a_worker_process_leaves_no_output(tmp_path, monkeypatch):
     def failing(ident, code, *args, **kwargs):
         raise RuntimeError(f"disk full at code {code}")

@@ -96,12 +96,17 @@ def degrade(images: np.ndarray, scale: str, kernel: str = "bicubic_aa",
     return np.clip(np.rint(up), 0, 255).astype(np.uint8)
 
 
+@functools.lru_cache(maxsize=64)
+def _matrix_on(n_in: int, n_out: int, kernel: str, device: torch.device) -> torch.Tensor:
+    """`_matrix` as a tensor on `device`, copied there once rather than on every batch."""
+    return torch.from_numpy(_matrix(n_in, n_out, kernel)).to(device)
+
+
 def _resample_torch(x: torch.Tensor, size: tuple[int, int], kernel: str) -> torch.Tensor:
     """NCHW float -> NCHW float at `size`: rows @ x @ cols^T, two batched matmuls.
     Always float32: under bf16 autocast the matmuls would be off by a grey level."""
     (h, w), (out_h, out_w) = x.shape[-2:], size
-    rows = torch.from_numpy(_matrix(h, out_h, kernel)).to(x.device)
-    cols = torch.from_numpy(_matrix(w, out_w, kernel)).to(x.device)
+    rows, cols = _matrix_on(h, out_h, kernel, x.device), _matrix_on(w, out_w, kernel, x.device)
     with torch.autocast(device_type=x.device.type, enabled=False):
         return rows @ (x.float() @ cols.T)
 
@@ -112,7 +117,7 @@ def degrade_torch(images: torch.Tensor, scale: str, kernel: str = "bicubic_aa",
     if kernel not in KERNELS:
         raise ValueError(f"unknown kernel {kernel!r}; expected one of {KERNELS}")
     h, w = images.shape[-2:]
-    low = _resample_torch(images.float(), low_size(h, w, scale), kernel).round_().clamp_(0, 255)
+    low = _resample_torch(images, low_size(h, w, scale), kernel).round_().clamp_(0, 255)
     return _resample_torch(low, out_size or (h, w), kernel).clamp_(0, 255)
 
 

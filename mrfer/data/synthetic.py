@@ -17,7 +17,6 @@ subjects never changes the earlier ones.
 """
 from __future__ import annotations
 
-import builtins
 import contextlib
 import functools
 import logging
@@ -537,8 +536,9 @@ def write_dataset(root: Path, cfg: dict[str, Any], progress: bool = False, worke
     job = functools.partial(write_subject, root, cfg)
     counts: Counter = Counter()
     n_sequences = n_labelled = n_frames = 0
-    with ProcessPoolExecutor(workers) if workers > 1 and len(plans) > 1 else contextlib.nullcontext() as pool:
-        results = (pool or builtins).map(job, *zip(*plans))
+    pool = ProcessPoolExecutor(workers) if workers > 1 and len(plans) > 1 else None
+    with pool or contextlib.nullcontext():
+        results = (pool.map if pool else map)(job, *zip(*plans))
         for subject_counts, sequences, labelled, frames in tqdm(results, total=len(plans), desc="subjects",
                                                                 disable=not progress):
             counts.update(subject_counts)
