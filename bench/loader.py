@@ -19,7 +19,7 @@ from torchvision import transforms
 from mrfer.nets import build
 from mrfer.train.loader import ArrayLoader
 from mrfer.train.loop import pick_device
-from mrfer.train.presets import AUGMENT_DEFAULTS, prepare, random_scales, stats_tensors
+from mrfer.transforms import AUGMENT_DEFAULTS, prepare, random_scales, stats_tensors
 
 SCALES = ["x2", "x3", "x4", "x6", "x8"]
 

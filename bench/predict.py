@@ -28,7 +28,7 @@ from matplotlib import cbook
 from mrfer import predict
 from mrfer.data.faces import detect_faces, load_image
 from mrfer.nets import build
-from mrfer.train import checkpoint
+from mrfer.nets import checkpoint
 
 PHOTO_FACE = (149, 100, 231, 231)  # x, y, w, h of the face in grace_hopper.jpg
 

@@ -1,16 +1,16 @@
-"""What every stage script shares: logging set-up, and bad input reported as one clear line."""
+"""What every stage script and command shares: logging set-up, and a user error reported as one
+clear line (exit 2). Anything else is a bug and keeps its traceback."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Callable
 
-from mrfer.data.faces import ImageError
-from mrfer.data.records import DatasetError
-from mrfer.params import ParamsError
+from mrfer import config
+from mrfer.errors import MrferError
 
-# Errors that mean "your input or params are wrong": print the message, not a traceback.
-USER_ERRORS = (ParamsError, DatasetError, ImageError, FileNotFoundError, ValueError, KeyError)
+TRACE_ENV = "MRFER_PARAMS_TRACE"  # a file: each run appends the params keys it loaded and read
 
 
 def run(main: Callable[[], None]) -> None:
@@ -18,6 +18,8 @@ def run(main: Callable[[], None]) -> None:
                         datefmt="%H:%M:%S")
     try:
         main()
-    except USER_ERRORS as e:
-        logging.getLogger("mrfer").error("%s: %s", type(e).__name__, e)
+    except MrferError as e:
+        logging.getLogger("mrfer").error("%s", e)
         sys.exit(2)
+    if os.environ.get(TRACE_ENV):
+        config.write_trace(os.environ[TRACE_ENV], sys.argv)

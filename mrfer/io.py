@@ -11,6 +11,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from mrfer.errors import InputError, MissingInputError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -53,6 +55,6 @@ def read_json(path: str | os.PathLike) -> Any:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: file not found (run the stage that writes it first)") from None
+        raise MissingInputError(f"{path}: file not found (run the stage that writes it first)") from None
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
+        raise InputError(f"{path}: not valid JSON ({e})") from None

@@ -169,7 +169,7 @@ def render_reports(predictions: str | os.PathLike, curves_dir: str | os.PathLike
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         tsne_panels({m: saved[f"{m}/hr/features"] for m in models}, y_true, classes, tmp / "tsne.png", seed)
-        from mrfer.eval.metrics import confusion
+        from mrfer.metrics import confusion
         matrices = {m: {s: confusion(y_true, saved[f"{m}/{s}/{clf}"], len(classes)) for s in ("hr", lowest)}
                     for m in models}
         confusion_grid(matrices, classes, tmp / "confusion.png",

@@ -7,7 +7,7 @@ file, frame, box (x, y, w, h), face short side in px, model used, predicted clas
 probability of every class.
 
 Faces are found with the Haar cascade and cropped exactly as the extract stage cropped the
-training faces (`mrfer.data.faces`); classification goes through `mrfer.eval.embeddings.infer`,
+training faces (`mrfer.data.faces`); classification goes through `mrfer.infer.infer`,
 the training preprocessing. `--given-box` / `--no-detect` treats each image as an already
 cropped face (the whole image is the face).
 
@@ -46,11 +46,13 @@ import torch
 from tqdm import tqdm
 
 from mrfer import cli
-from mrfer.data.faces import VIDEO_SUFFIXES, ImageError, detect_faces, extract_face, load_image
+from mrfer.data.faces import VIDEO_SUFFIXES, detect_faces, extract_face, load_image
+from mrfer.errors import ImageError
 from mrfer.data.records import Record
-from mrfer.eval.embeddings import infer
+from mrfer.errors import InputError, MissingInputError
+from mrfer.infer import infer, pick_device
 from mrfer.io import atomic_path, write_json
-from mrfer.train import checkpoint
+from mrfer.nets import checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -95,16 +97,8 @@ def load_classifier(path: str | os.PathLike, role: str, device: torch.device) ->
         message = " ".join(str(e).split())[:300]  # torch's shape-mismatch report is many lines
         if str(path) not in message:
             message = f"{path}: not a usable mrfer model ({type(e).__name__}: {message})"
-        raise ValueError(message) from None
+        raise InputError(message) from None
     return Classifier(role, str(path), model, meta)
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available (use --device cpu or auto)")
-    return torch.device(name)
 
 
 # ---------------------------------------------------------------- prediction
@@ -264,7 +258,7 @@ def run_images(predictor: Predictor, paths: list[Path], out_dir: Path, report: R
                 report.add(item, rows)
                 target = annotated_dir / Path(item.file).name
                 if not cv2.imwrite(str(target), annotate(item.image, rows)):
-                    raise ValueError(f"{target}: could not write the annotated image")
+                    raise InputError(f"{target}: could not write the annotated image")
             progress.update(len(chunk))
 
 
@@ -273,7 +267,7 @@ def open_capture(source: str | int) -> cv2.VideoCapture:
     if not capture.isOpened():
         capture.release()
         if isinstance(source, int):
-            raise ValueError(f"camera {source} could not be opened (is it connected, and free?)")
+            raise InputError(f"camera {source} could not be opened (is it connected, and free?)")
         raise ImageError(f"unreadable video: {source}")
     return capture
 
@@ -282,14 +276,14 @@ def open_writer(path: Path, fps: float, frame: np.ndarray) -> cv2.VideoWriter:
     fourcc = cv2.VideoWriter_fourcc(*("mp4v" if path.suffix.lower() == ".mp4" else "MJPG"))
     writer = cv2.VideoWriter(str(path), fourcc, fps, (frame.shape[1], frame.shape[0]))
     if not writer.isOpened():
-        raise ValueError(f"{path}: cannot write a video here (use a .avi or .mp4 name)")
+        raise InputError(f"{path}: cannot write a video here (use a .avi or .mp4 name)")
     return writer
 
 
 def check_display() -> None:
     # opencv's Qt window aborts the whole process without a display; fail clearly instead.
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        raise ValueError("no display to show the video on: pass --no-show "
+        raise InputError("no display to show the video on: pass --no-show "
                          "(the annotated video is written under --out either way)")
 
 
@@ -408,24 +402,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def predict_command(args: argparse.Namespace) -> dict:
     """Run predict for parsed arguments; returns the JSON report (also written under --out)."""
     if (args.input is None) == (args.camera is None):
-        raise ValueError("give exactly one input: an image, a folder or a video file, or --camera INDEX")
+        raise InputError("give exactly one input: an image, a folder or a video file, or --camera INDEX")
     if args.every < 1 or args.batch_size < 1 or args.small_face_px < 1:
-        raise ValueError("--every, --batch-size and --small-face-px must be positive")
+        raise InputError("--every, --batch-size and --small-face-px must be positive")
     source = None
     if args.input is not None:
         source = Path(args.input)
         if not source.exists():
-            raise FileNotFoundError(f"{source}: input not found")
+            raise MissingInputError(f"{source}: input not found")
         suffix = source.suffix.lower()
         if source.is_file() and suffix not in IMAGE_SUFFIXES | VIDEO_SUFFIXES:
-            raise ValueError(f"{source}: unsupported file type {suffix or '(no suffix)'}; expected an image "
+            raise InputError(f"{source}: unsupported file type {suffix or '(no suffix)'}; expected an image "
                              f"({', '.join(sorted(IMAGE_SUFFIXES))}) or a video ({', '.join(sorted(VIDEO_SUFFIXES))})")
 
     device = pick_device(args.device)
     main = load_classifier(args.model, "main", device)
     small = load_classifier(args.small_model, "small", device) if args.small_model else None
     if small is not None and small.classes != main.classes:
-        raise ValueError(f"{args.small_model}: classes {small.classes} differ from {args.model}: {main.classes}")
+        raise InputError(f"{args.small_model}: classes {small.classes} differ from {args.model}: {main.classes}")
     predictor = Predictor(main, small, args.small_face_px, args.margin, args.detect, device, args.batch_size)
 
     out_dir = Path(args.out)
@@ -440,7 +434,7 @@ def predict_command(args: argparse.Namespace) -> dict:
         mode = "folder"
         paths = list_folder(source, report)
         if not paths:
-            raise ValueError(f"{source}: no image files in this folder")
+            raise InputError(f"{source}: no image files in this folder")
         run_images(predictor, paths, out_dir, report, single=False)
     elif source.suffix.lower() in VIDEO_SUFFIXES:
         mode = "video"

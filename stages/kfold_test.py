@@ -7,7 +7,7 @@ import argparse
 
 from mrfer import cli, params
 from mrfer.data import assemble, downsample
-from mrfer.params import ParamsError
+from mrfer.errors import ParamsError
 from mrfer.train import kfold
 
 

@@ -1,27 +1,29 @@
 """pretrain-base: train the base FER model at full resolution.
 
-Writes models/base.pt (weights + metadata), reports/pretrain_base.json (validation metrics and
-test metrics at every scale) and dvclive/pretrain_base (training curves). A killed run resumes
-from models/resume/pretrain_base.pt when restarted with the same params.
-Runs under `torchrun --nproc_per_node N stages/pretrain_base.py` for DDP.
+Writes the model file (weights + metadata), a report (validation metrics and test metrics at
+every scale) and dvclive training curves. A killed run resumes from the --resume checkpoint
+when restarted with the same params. Runs under `torchrun --nproc_per_node N` for DDP.
 """
 import argparse
 
-from mrfer import cli, params
+from mrfer import cli, config
 from mrfer.data import downsample
 from mrfer.train import base
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--data", default="data/assembled")
-    parser.add_argument("--out", default="models/base.pt")
-    parser.add_argument("--report", default="reports/pretrain_base.json")
+    parser.add_argument("--params", default="params.yaml", help="sections pretrain_base, downsample.scales")
+    parser.add_argument("--data", required=True, help="assembled data (data/assembled)")
+    parser.add_argument("--out", required=True, help="model file to write (models/base.pt)")
+    parser.add_argument("--report", required=True, help="metrics JSON to write")
+    parser.add_argument("--live", required=True, help="dvclive directory for the training curves")
+    parser.add_argument("--resume", required=True, help="per-epoch resume checkpoint (deleted when done)")
     args = parser.parse_args()
-    cfg = params.section(args.params, "pretrain_base", allowed=base.DEFAULTS)
-    scales = params.section(args.params, "downsample", allowed=downsample.DEFAULTS)["scales"]
-    base.fit_base(cfg, data=args.data, out=args.out, report=args.report, scales=scales)
+    cfg = config.load_section(args.params, "pretrain_base", base.PretrainBaseParams)
+    scales = config.load_section(args.params, "downsample", downsample.DownsampleParams).scales
+    base.fit_base(cfg, data=args.data, out=args.out, report=args.report, scales=scales,
+                  live_dir=args.live, resume=args.resume)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ import pytest
 
 from ckplus_fixture import make_ckplus
 from mrfer.data import datasets, labels
-from mrfer.data.records import DatasetError
+from mrfer.errors import DatasetError
 
 
 @pytest.fixture(scope="module")

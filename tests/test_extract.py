@@ -7,7 +7,8 @@ import pytest
 
 from ckplus_fixture import face_landmarks, make_ckplus
 from mrfer.data import extract, faces, shards
-from mrfer.data.records import DatasetError, Record
+from mrfer.data.records import Record
+from mrfer.errors import DatasetError
 
 
 def config(root, **overrides):

@@ -11,11 +11,13 @@ import yaml
 
 from assembled_fixture import make_assembled
 from mrfer import nets
-from mrfer.params import ParamsError
+from mrfer.data import shards
+from mrfer.errors import ParamsError
 from mrfer.nets.fsr import (FSRCritic, FSRGenerator, check_target, embedding_from_target, sample_weights,
                             target_features, wgan_div_penalty)
-from mrfer.train import base, checkpoint, common, fsr
-from mrfer.train.presets import prepare, stats_tensors
+from mrfer.nets import checkpoint
+from mrfer.train import base, fsr
+from mrfer.transforms import prepare, stats_tensors
 
 REPO = Path(__file__).resolve().parents[1]
 SCALES = ["x2", "x4"]
@@ -166,10 +168,10 @@ def test_fer_model_stays_frozen(trained, base_model):
 def test_fit_reduces_feature_mse_on_train_pairs(trained, data, base_model):
     fer, meta = checkpoint.load_model(base_model)
     model = fsr.load_fsr(trained["out"] / "fsr.pt", fer_meta=meta)
-    hr, _ = common.load_xy(data, "train")
+    hr, _ = shards.load_xy(data, "train")
     hr_t, _ = fsr.encode(fer, model.target, hr, meta["mean"], meta["std"])
     for scale in SCALES:
-        lr, _ = common.load_xy(data, "train", scale)
+        lr, _ = shards.load_xy(data, "train", scale)
         lr_t, _ = fsr.encode(fer, model.target, lr, meta["mean"], meta["std"])
         _, _, sr_mse = fsr.super_resolve(fer, model.generator, model.target, lr_t, hr_targets=hr_t)
         lr_mse = float(torch.nn.functional.mse_loss(lr_t, hr_t))
@@ -211,7 +213,7 @@ def test_same_seed_same_generator(data, base_model, tmp_path):
 
 def test_covariance_target_trains_on_a_covpool_model(data, tmp_path):
     model = slim_covpool()
-    stats = common.dataset_stats(data)
+    stats = shards.read_stats(data)
     checkpoint.save_model(tmp_path / "cov.pt", model, {
         "arch": "covpool", "options": {"width": 0.125, "cov_channels": 16, "embed_dim": 32},
         "classes": stats["classes"], "size": 32, "channels": 1, "mean": stats["mean"], "std": stats["std"],
@@ -223,7 +225,7 @@ def test_covariance_target_trains_on_a_covpool_model(data, tmp_path):
     fer, meta = checkpoint.load_model(tmp_path / "cov.pt")
     trained_fsr = fsr.load_fsr(tmp_path / "fsr.pt", fer_meta=meta)
     assert trained_fsr.meta["shape"] == [16, 16]
-    images, _ = common.load_xy(data, "test", "x4")
+    images, _ = shards.load_xy(data, "test", "x4")
     features, logits = fsr.fsr_features(fer, trained_fsr, images, meta["mean"], meta["std"])
     assert features.shape == (len(images), 32) and torch.isfinite(features).all()
     assert torch.allclose(logits, fer.head(features), atol=1e-5)
@@ -234,7 +236,7 @@ def test_covariance_target_trains_on_a_covpool_model(data, tmp_path):
 
 def test_identity_fsr_gives_the_plain_features(base_model, data):
     fer, meta = checkpoint.load_model(base_model)
-    images, _ = common.load_xy(data, "test", "x2")
+    images, _ = shards.load_xy(data, "test", "x2")
     identity = fsr.FSRModel(FSRGenerator("feature_map", [64, 4, 4], blocks=1, channels=8, growth=4, dense_layers=2),
                             None, {"target": "feature_map", "fer_fingerprint": fsr.fer_fingerprint(fer),
                                    "fer_params_hash": meta["params_hash"], "fer_model": str(base_model),
@@ -253,7 +255,7 @@ def test_fsr_refuses_another_fer_model(trained, base_model, data):
     path = trained["out"] / "fsr.pt"
     fer, meta = checkpoint.load_model(base_model)
     model = fsr.load_fsr(path)
-    images, _ = common.load_xy(data, "test", "x4")
+    images, _ = shards.load_xy(data, "test", "x4")
     features, logits = fsr.fsr_features(fer, model, images, meta["mean"], meta["std"])
     assert features.shape == (24, fer.embedding_dim) and logits.shape == (24, 3)
     other, _ = checkpoint.load_model(base_model)
@@ -302,7 +304,7 @@ def test_classify_applies_fsr_to_low_resolution_faces_only(trained, base_model, 
         assert np.array_equal(saved[f"base+fsr/hr/{clf}"], saved[f"base/hr/{clf}"])
     assert np.array_equal(saved["base+fsr/hr/features"], saved["base/hr/features"])
     # at a low resolution the generator changes the features
-    images, _ = common.load_xy(data, "test", "x4")
+    images, _ = shards.load_xy(data, "test", "x4")
     plain = classify.Embedder("base", models, torch.device("cpu"), 64)(images, "x4")[0]
     super_resolved = classify.Embedder("base+fsr", models, torch.device("cpu"), 64)(images, "x4")[0]
     assert not np.allclose(plain, super_resolved)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from mrfer.eval.metrics import confusion, summarize
+from mrfer.metrics import confusion, summarize
 
 
 def test_hand_made_example_with_known_answers():

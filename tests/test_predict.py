@@ -23,7 +23,7 @@ import mrfer.predict
 from mrfer.__main__ import main
 from mrfer.data.faces import load_image
 from mrfer.nets import build
-from mrfer.train import checkpoint
+from mrfer.nets import checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["angry", "happy", "neutral"]

@@ -10,7 +10,7 @@ from dataset_fixtures_a import (ferplus_expected, make_affectnet, make_expw, mak
                                 make_fer2013_folders, make_ferplus, make_jaffe, make_rafdb)
 
 from mrfer.data.datasets import read
-from mrfer.data.records import DatasetError
+from mrfer.errors import DatasetError
 
 FIELDS = ("source", "label", "split", "subject", "box", "aligned")
 

@@ -11,8 +11,9 @@ from dataset_fixtures_b import (AFFWILD2_CODES, EMOTIW_CLASSES, OULU_CLASSES, ma
                                 make_afew, make_oulu, make_sfew)
 from mrfer.data import labels
 from mrfer.data.datasets import read
-from mrfer.data.faces import ImageError, load_image
-from mrfer.data.records import DatasetError
+from mrfer.data.faces import load_image
+from mrfer.errors import ImageError
+from mrfer.errors import DatasetError
 
 
 def rows(records):

@@ -9,9 +9,10 @@ import torch
 from assembled_fixture import make_assembled
 from mrfer import plots
 from mrfer.eval import classify
-from mrfer.eval.embeddings import infer
-from mrfer.eval.metrics import summarize
-from mrfer.train import base, checkpoint, kfold, multires
+from mrfer.infer import infer
+from mrfer.metrics import summarize
+from mrfer.nets import checkpoint
+from mrfer.train import base, kfold, multires
 
 SCALES = ["x2", "x4"]
 

@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from assembled_fixture import make_assembled
-from mrfer.train import base, checkpoint, loop, multires
+from mrfer.nets import checkpoint
+from mrfer.train import base, loop, multires
 from mrfer.train.loader import ArrayLoader
-from mrfer.train.presets import AUGMENT_DEFAULTS, affine_grid, augment, prepare, random_scales, stats_tensors
+from mrfer.transforms import AUGMENT_DEFAULTS, affine_grid, augment, prepare, random_scales, stats_tensors
 
 REPO = Path(__file__).resolve().parents[1]
 

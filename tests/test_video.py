@@ -13,10 +13,12 @@ import yaml
 from ckplus_fixture import write_sequence
 from mrfer import cli
 from mrfer.data import datasets, labels
-from mrfer.data.records import DatasetError, Record, SkipLog
+from mrfer.data.records import Record, SkipLog
+from mrfer.errors import DatasetError
 from mrfer.data.shards import MANIFEST_FIELDS, write_manifest
 from mrfer.nets import build
-from mrfer.train import checkpoint, video
+from mrfer.nets import checkpoint
+from mrfer.train import video
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import pickle
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ import torch
 import torchvision
 
 from mrfer import nets
+from mrfer.errors import UnsafeFileError
 from mrfer.nets import weights
 
 # ---------------------------------------------------------------- VGG-Face
@@ -66,7 +69,7 @@ def test_vggface_values_land_in_place(tmp_path, legacy_format):
     torch.save(state, path, _use_new_zipfile_serialization=not legacy_format)
     model = nets.build("vggface", 7, image_size=64, width=0.125)
     head_before = model.head.weight.detach().clone()
-    nets.load_vggface(model, path)
+    weights.load_vggface(model, path)
     for key, value in state.items():
         if key.startswith("38."):
             continue
@@ -80,7 +83,7 @@ def test_wrapped_checkpoint_with_module_prefix_loads(tmp_path):
     path = tmp_path / "checkpoint.pth"
     torch.save({"model": {"module." + k: v for k, v in state.items()}, "epoch": 3}, path)
     model = nets.build("vggface", 7, image_size=64, width=0.125)
-    nets.import_weights(model, "vggface", path)
+    weights.import_weights(model, "vggface", path)
     assert torch.equal(model.body[28].weight, state["28.weight"])
 
 
@@ -94,7 +97,7 @@ def test_mismatched_file_names_missing_unexpected_and_shapes(tmp_path):
     model = nets.build("vggface", 7, image_size=64, width=0.125)
     before = model.body[0].weight.detach().clone()
     with pytest.raises(ValueError) as error:
-        nets.load_vggface(model, path)
+        weights.load_vggface(model, path)
     message = str(error.value)
     assert str(path) in message
     assert "missing model keys (1): body.28.weight" in message
@@ -109,9 +112,9 @@ def test_weights_for_another_architecture_are_refused(tmp_path):
     with torch.device("meta"):
         resnet = nets.build("resnet18", 7)
     with pytest.raises(ValueError, match="'vggface' weights fit model.*not TorchvisionResNet"):
-        nets.load_vggface(resnet, path)
+        weights.load_vggface(resnet, path)
     with pytest.raises(ValueError, match="unknown weight kind 'imagenet'.*vggface2_senet"):
-        nets.import_weights(resnet, "imagenet", path)
+        weights.import_weights(resnet, "imagenet", path)
 
 
 # ---------------------------------------------------------------- torchvision ImageNet
@@ -124,7 +127,7 @@ def test_torchvision_resnet18_checkpoint_values(tmp_path):
     torch.save(state, path)
     model = nets.build("resnet18", 7)
     head_before = model.head.weight.detach().clone()
-    nets.load_torchvision(model, path)
+    weights.load_torchvision(model, path)
     loaded = model.backbone.state_dict()
     for key, value in state.items():
         if key.startswith("fc."):
@@ -248,7 +251,7 @@ def test_vggface2_pkl_values_land_in_timm_names(tmp_path, senet_arrays):
         pickle.dump(senet_arrays, f, protocol=4)
     model = nets.build("seresnet50", 7, image_size=224, caffe_layout=True)
     head_before = model.head.weight.detach().clone()
-    nets.load_vggface2_senet(model, path)
+    weights.load_vggface2_senet(model, path)
     bgr_conv1 = torch.from_numpy(senet_arrays["conv1.weight"])
     check_senet_values(model, senet_arrays, conv1=bgr_conv1.flip(1))  # RGB input order
     assert torch.equal(model.head.weight, head_before)
@@ -265,7 +268,7 @@ def test_vggface2_caffe_named_file_into_gray_model(tmp_path, senet_arrays):
     path = tmp_path / "senet50_ft.pth"
     torch.save(state, path)
     model = nets.build("seresnet50", 7, in_chans=1, image_size=64, caffe_layout=True)
-    nets.import_weights(model, "vggface2_senet", path)
+    weights.import_weights(model, "vggface2_senet", path)
     summed = torch.from_numpy(senet_arrays["conv1.weight"]).sum(1, keepdim=True)
     check_senet_values(model, senet_arrays, conv1=summed)
 
@@ -304,7 +307,8 @@ def test_restricted_unpickler_refuses_os_system(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "senet50_ft_weight.pkl"
     path.write_bytes(pickle.dumps({"conv1.weight": _RunsCommand(f"touch {marker}")}))
-    with pytest.raises(weights.UnsafePickleError, match=r"senet50_ft_weight.pkl.*'posix\.system'"):
+    with pytest.raises(UnsafeFileError, match=r"^refused: .*senet50_ft_weight.pkl contains posix\.system, which a "
+                       "weights-only load will not run; get the weights as a plain state dict or numpy arrays$"):
         weights.read_weight_file(path)
     assert not marker.exists()
 
@@ -313,8 +317,25 @@ def test_torch_file_is_loaded_weights_only(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "VGG_FACE.pth"
     torch.save({"0.weight": _RunsCommand(f"touch {marker}")}, path)
-    with pytest.raises(weights.UnsafePickleError, match="VGG_FACE.pth.*weights_only"):
+    with pytest.raises(UnsafeFileError, match=r"^refused: .*VGG_FACE.pth contains posix\.system, which a weights-only") as e:
         weights.read_weight_file(path)
+    assert "weights_only=False" not in str(e.value)  # torch's advice is the one thing not to do here
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("kind", ["pickle", "torch"])
+def test_unsafe_weight_file_is_one_line_and_exit_2(kind, tmp_path):
+    """Through a stage's error handling: one line naming the file and the global, no traceback."""
+    marker = tmp_path / "pwned"
+    path = tmp_path / ("w.pkl" if kind == "pickle" else "w.pth")
+    payload = {"conv1.weight": _RunsCommand(f"touch {marker}")}
+    path.write_bytes(pickle.dumps(payload)) if kind == "pickle" else torch.save(payload, path)
+    script = f"from mrfer import cli; from mrfer.nets import weights; cli.run(lambda: weights.read_weight_file({str(path)!r}))"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.stderr
+    assert f"refused: {path} contains posix.system" in lines[0]
     assert not marker.exists()
 
 

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import functools
 import re
+from typing import Annotated
 
 import numpy as np
 import torch
+from pydantic import AfterValidator
 
 KERNELS = ("bicubic_aa", "bilinear")
 SCALE_RE = re.compile(r"^(?:x(\d+(?:\.\d+)?)|(\d+)px)$")
@@ -33,6 +35,15 @@ def parse_scale(scale: str) -> tuple[str, float]:
             raise ValueError(f"bad scale {scale!r}: factor must be >= 1")
         return "factor", factor
     return "side", float(match.group(2))
+
+
+def _check_scale(scale: str) -> str:
+    parse_scale(scale)
+    return scale
+
+
+# A params value that is a scale: x<factor> or <n>px, checked when params are read.
+Scale = Annotated[str, AfterValidator(_check_scale)]
 
 
 def low_size(height: int, width: int, scale: str) -> tuple[int, int]:

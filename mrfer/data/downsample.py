@@ -4,44 +4,43 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from numpy.lib.format import open_memmap
+from pydantic import Field
 from tqdm import tqdm
 
-from mrfer.data.degrade import KERNELS, degrade, low_size, parse_scale
+from mrfer.config import Section
+from mrfer.data.degrade import KERNELS, Scale, degrade, low_size
 from mrfer.data.shards import load_array
 from mrfer.io import atomic_path
 
 log = logging.getLogger(__name__)
 
-DEFAULTS = {"scales": ["x2", "x3", "x4", "x6", "x8"], "kernel": "bicubic_aa", "chunk": 512}
 
 
-def check_config(cfg: dict) -> None:
-    if cfg["kernel"] not in KERNELS:
-        raise ValueError(f"downsample.kernel is {cfg['kernel']!r}, expected one of {list(KERNELS)}")
-    if not cfg["scales"]:
-        raise ValueError("downsample.scales is empty")
-    for scale in cfg["scales"]:
-        parse_scale(scale)
-    if "hr" in cfg["scales"]:
-        raise ValueError("downsample.scales must not contain 'hr' (full resolution is implicit)")
+class DownsampleParams(Section):
+    """`downsample`: the low-resolution scales every later stage tests at, and how they are made."""
+
+    scales: list[Scale] = Field(min_length=1, description="x<factor> (x2 ... x8) or <n>px (target short side); "
+                                "full resolution (hr) is implicit")
+    kernel: Literal[KERNELS] = Field(description="resampling down and back up: " + " | ".join(KERNELS))
+    chunk: int = Field(gt=0, description="faces degraded per step (bounds memory)")
 
 
-def downsample(cfg: dict, faces_path: str | os.PathLike, out_dir: str | os.PathLike) -> dict[str, tuple]:
+def downsample(cfg: DownsampleParams, faces_path: str | os.PathLike, out_dir: str | os.PathLike) -> dict[str, tuple]:
     """Write `out_dir/<scale>.npy` for every scale; returns the low-res size of each."""
-    check_config(cfg)
     faces = load_array(faces_path)
     n, h, w, c = faces.shape
-    chunk = int(cfg["chunk"])
+    chunk = cfg.chunk
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
-        for scale in cfg["scales"]:
+        for scale in cfg.scales:
             out = open_memmap(tmp / f"{scale}.npy", mode="w+", dtype=np.uint8, shape=faces.shape)
             for start in tqdm(range(0, n, chunk), desc=f"downsample {scale}", unit="chunk", mininterval=2):
-                out[start:start + chunk] = degrade(np.asarray(faces[start:start + chunk]), scale, cfg["kernel"])
+                out[start:start + chunk] = degrade(np.asarray(faces[start:start + chunk]), scale, cfg.kernel)
             out.flush()
             del out
-    log.info("wrote %d scales of %d faces to %s", len(cfg["scales"]), n, Path(out_dir))
-    return {s: low_size(h, w, s) for s in cfg["scales"]}
+    log.info("wrote %d scales of %d faces to %s", len(cfg.scales), n, Path(out_dir))
+    return {s: low_size(h, w, s) for s in cfg.scales}

@@ -12,7 +12,8 @@ from numpy.lib.format import open_memmap
 from tqdm import tqdm
 
 from mrfer.data import datasets, labels
-from mrfer.data.faces import COLORS, NO_FACE_MODES, ImageError, extract_face
+from mrfer.data.faces import COLORS, NO_FACE_MODES, extract_face
+from mrfer.errors import ImageError
 from mrfer.data.records import Record, SkipLog
 from mrfer.data.shards import write_manifest
 from mrfer.io import atomic_path, write_json

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from mrfer.data.records import Record
+from mrfer.errors import ImageError
 
 VIDEO_SUFFIXES = {".avi", ".mp4", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv"}
 COLORS = ("gray", "rgb")
@@ -21,10 +22,6 @@ NO_FACE_MODES = ("skip", "center")
 # We report unreadable files ourselves (ImageError, naming the file); opencv's own stderr noise
 # about broken PNG chunks would only bury that report.
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
-
-
-class ImageError(ValueError):
-    """An image or video frame that cannot be read."""
 
 
 def read_frame(path: Path, frame: int) -> np.ndarray:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mrfer.errors import DatasetError
+
 
 @dataclass
 class Record:
@@ -42,10 +44,6 @@ class SkipLog:
     def reasons(self) -> dict[str, int]:
         """Count of skips per reason kind (the text before the first ':')."""
         return dict(Counter(item["reason"].split(":")[0] for item in self.items))
-
-
-class DatasetError(ValueError):
-    """The dataset as a whole cannot be read (missing root, no files, unknown name)."""
 
 
 def inside(root: Path, relative: str) -> Path | None:

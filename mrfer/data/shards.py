@@ -7,6 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from mrfer.errors import InputError, MissingInputError
+from mrfer.io import read_json
+
 MANIFEST_FIELDS = ("source", "label", "class", "subject", "sequence", "frame",
                    "source_split", "located")
 
@@ -23,7 +26,7 @@ def write_manifest(path: str | os.PathLike, rows: list[dict], fields=MANIFEST_FI
 def read_manifest(path: str | os.PathLike) -> list[dict]:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: manifest not found (run the stage that writes it first)")
+        raise MissingInputError(f"{path}: manifest not found (run the stage that writes it first)")
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     for row in rows:
@@ -35,10 +38,10 @@ def load_array(path: str | os.PathLike, mmap: bool = True) -> np.ndarray:
     """A uint8 NHWC face array, memory-mapped by default."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: array not found (run the stage that writes it first)")
+        raise MissingInputError(f"{path}: array not found (run the stage that writes it first)")
     array = np.load(path, mmap_mode="r" if mmap else None)
     if array.dtype != np.uint8 or array.ndim != 4:
-        raise ValueError(f"{path}: expected a uint8 NHWC array, found {array.dtype} {array.shape}")
+        raise InputError(f"{path}: expected a uint8 NHWC array, found {array.dtype} {array.shape}")
     return array
 
 
@@ -49,5 +52,16 @@ def load_split(directory: str | os.PathLike, split: str, scale: str = "hr",
     images = load_array(directory / f"{scale}.npy", mmap=mmap)
     rows = read_manifest(directory / "manifest.csv")
     if len(rows) != len(images):
-        raise ValueError(f"{directory}: {scale}.npy has {len(images)} rows but manifest.csv has {len(rows)}")
+        raise InputError(f"{directory}: {scale}.npy has {len(images)} rows but manifest.csv has {len(rows)}")
     return images, rows
+
+
+def load_xy(directory: str | os.PathLike, split: str, scale: str = "hr") -> tuple[np.ndarray, np.ndarray]:
+    """A split's images (read into memory once) and labels."""
+    images, rows = load_split(directory, split, scale)
+    return np.array(images), np.array([r["label"] for r in rows], dtype=np.int64)
+
+
+def read_stats(directory: str | os.PathLike) -> dict:
+    """The assembled set's stats.json: classes, size, channels, mean/std, class counts."""
+    return read_json(Path(directory) / "stats.json")

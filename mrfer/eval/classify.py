@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mrfer.data import shards
 from mrfer.data.degrade import low_size
 from mrfer.eval import classifiers
-from mrfer.eval.embeddings import infer
-from mrfer.eval.metrics import summarize
+from mrfer.infer import infer, pick_device, seed_everything
+from mrfer.metrics import summarize
 from mrfer.io import atomic_path, write_json, write_text
-from mrfer.train import checkpoint, common, loop
+from mrfer.nets import checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -76,12 +77,12 @@ def classify(cfg: dict, data: str | os.PathLike, models_dir: str | os.PathLike, 
              report: str | os.PathLike, table: str | os.PathLike, curves_dir: str | os.PathLike,
              predictions: str | os.PathLike) -> dict:
     check_config(cfg)
-    common.seed_everything(cfg["seed"])
-    device = loop.pick_device(cfg["device"])
-    stats = common.dataset_stats(data)
+    seed_everything(cfg["seed"])
+    device = pick_device(cfg["device"])
+    stats = shards.read_stats(data)
     classes, size = stats["classes"], stats["size"][0]
     all_scales = ["hr", *scales]
-    test = {s: common.load_xy(data, "test", s) for s in all_scales}
+    test = {s: shards.load_xy(data, "test", s) for s in all_scales}
     y_test = test["hr"][1]
     results: dict = {}
     saved: dict[str, np.ndarray] = {"y_true": y_test, "classes": np.array(classes)}
@@ -93,7 +94,7 @@ def classify(cfg: dict, data: str | os.PathLike, models_dir: str | os.PathLike, 
 
         def train_features(scale: str):
             if scale not in train_cache:
-                images, labels = common.load_xy(data, "train", scale)
+                images, labels = shards.load_xy(data, "train", scale)
                 train_cache[scale] = (embed(images, scale)[0], labels)
             return train_cache[scale]
 

@@ -1,7 +1,8 @@
-"""FER networks: a registry of backbones (`build`), covariance pooling, and weight import."""
-from mrfer.nets.registry import FERNet, available, build, default_options, register, to_device
-from mrfer.nets.weights import (import_weights, load_torchvision, load_vggface,
-                                load_vggface2_senet)
+"""FER networks. Importing this package registers every model file with the registry (as timm
+does), so `build(name, ...)` knows them all; checkpoints, weight import, covariance pooling, the
+FSR generator and the clip GRU live beside them."""
+from mrfer.nets import baseline_cnn, covpool, seresnet, torchvision_nets, vggface  # noqa: F401  (register)
+from mrfer.nets.fernet import FERNet, to_device
+from mrfer.nets.registry import available, build, default_options, register
 
-__all__ = ["FERNet", "available", "build", "default_options", "register", "import_weights",
-           "load_torchvision", "load_vggface", "load_vggface2_senet", "to_device"]
+__all__ = ["FERNet", "available", "build", "default_options", "register", "to_device"]

@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mrfer.nets.registry import FERNet, scaled_channels
+from mrfer.nets.fernet import FERNet, scaled_channels
+from mrfer.nets.registry import register
 
 CONV_WIDTHS = (64, 128, 256, 512)
 DENSE_WIDTHS = (512, 256)
@@ -51,3 +52,9 @@ class BaselineCNN(FERNet):
 
     def features_from_map(self, fmap: torch.Tensor) -> torch.Tensor:
         return self.dense(self.conv[-2:](fmap))
+
+
+@register("baseline_cnn")
+def _baseline_cnn(num_classes: int, in_chans: int, image_size: int, *, width: float = 1.0,
+                  dropout: float = 0.25) -> FERNet:
+    return BaselineCNN(num_classes, in_chans, image_size, width=width, dropout=dropout)

@@ -23,7 +23,8 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from mrfer.nets.registry import FERNet, scaled_channels
+from mrfer.nets.fernet import FERNet, scaled_channels
+from mrfer.nets.registry import register
 
 # Conv trunk widths (times `width`); "M" is a 2x2 max-pool. Total stride 4 keeps enough
 # spatial positions for the covariance of a 48-64 px face.
@@ -176,3 +177,11 @@ class CovPoolNet(FERNet):
 
     def features_from_map(self, fmap: torch.Tensor) -> torch.Tensor:
         return self.features_from_covariance(self.log_covariance_from_map(fmap))
+
+
+@register("covpool")
+def _covpool(num_classes: int, in_chans: int, image_size: int, *, width: float = 1.0,
+             cov_channels: int = 128, bimap_dim: int | None = None, embed_dim: int = 256,
+             eps: float = 1e-4, dropout: float = 0.5) -> FERNet:
+    return CovPoolNet(num_classes, in_chans, width=width, cov_channels=cov_channels,
+                      bimap_dim=bimap_dim, embed_dim=embed_dim, eps=eps, dropout=dropout)

@@ -41,19 +41,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from mrfer.nets.registry import TimmSEResNet50, TorchvisionResNet, TorchvisionVGG16, VGGFace
+from mrfer.errors import InputError, MissingInputError, UnsafeFileError
+from mrfer.nets import checkpoint
+from mrfer.nets.seresnet import TimmSEResNet50
+from mrfer.nets.torchvision_nets import TorchvisionResNet, TorchvisionVGG16
+from mrfer.nets.vggface import VGGFace
 
 log = logging.getLogger(__name__)
 
 KINDS = ("vggface", "vggface2_senet", "torchvision")
 SENET_DEPTHS = (3, 4, 6, 3)  # bottleneck blocks per stage of SE-ResNet-50
 
-__all__ = ["KINDS", "UnsafePickleError", "import_state", "import_weights", "load_torchvision",
+__all__ = ["KINDS", "import_state", "import_weights", "load_torchvision",
            "load_vggface", "load_vggface2_senet", "read_weight_file", "senet_module_names"]
-
-
-class UnsafePickleError(pickle.UnpicklingError):
-    """A weight pickle referenced a global that is not a numpy array building block."""
 
 
 # The globals a pickled dict of numpy arrays needs (numpy 1.x and 2.x spellings, protocols 2-5).
@@ -77,9 +77,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in _ALLOWED_GLOBALS:
-            raise UnsafePickleError(
-                f"{self.source}: refused to unpickle global '{module}.{name}': a weight pickle "
-                "may only contain numpy arrays in plain containers")
+            raise UnsafeFileError(self.source, f"{module}.{name}")
         if module.startswith("numpy.core."):  # numpy 1.x name of numpy 2's numpy._core
             module = "numpy._core." + module[len("numpy.core."):]
         return super().find_class(module, name)
@@ -100,15 +98,9 @@ def read_weight_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a state dict (torch file or pickle of numpy arrays) as name -> CPU tensor."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: weight file not found")
+        raise MissingInputError(f"{path}: weight file not found")
     if _is_torch_file(path):
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as e:
-            raise UnsafePickleError(
-                f"{path}: refused by torch.load(weights_only=True): {e}") from None
-        except RuntimeError as e:  # e.g. a zip that is not a torch file
-            raise ValueError(f"{path}: not a readable torch weight file: {e}") from None
+        obj = checkpoint.load(path)
     else:
         with path.open("rb") as f:
             obj = _NumpyOnlyUnpickler(f, path).load()
@@ -121,7 +113,7 @@ def _as_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]
     if not isinstance(obj, dict) or not obj:
-        raise ValueError(f"{path}: expected a non-empty dict of arrays, got {type(obj).__name__}")
+        raise InputError(f"{path}: expected a non-empty dict of arrays, got {type(obj).__name__}")
     state = {}
     for key, value in obj.items():
         if isinstance(value, torch.Tensor):
@@ -130,7 +122,7 @@ def _as_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
             # copies only arrays that are read-only or not contiguous (torch needs both)
             state[str(key)] = torch.from_numpy(np.require(value, requirements=["C", "W"]))
         else:
-            raise ValueError(f"{path}: entry {key!r} is a {type(value).__name__}, not an array")
+            raise InputError(f"{path}: entry {key!r} is a {type(value).__name__}, not an array")
     if all(k.startswith("module.") for k in state):  # saved from DataParallel/DDP
         state = {k[len("module."):]: v for k, v in state.items()}
     return state
@@ -184,7 +176,7 @@ def load_torchvision(model: nn.Module, path: str | os.PathLike) -> None:
 
 def _require(model: nn.Module, cls: type | tuple[type, ...], kind: str, models: str) -> None:
     if not isinstance(model, cls):
-        raise ValueError(f"{kind!r} weights fit model(s) {models}, not {type(model).__name__}")
+        raise InputError(f"{kind!r} weights fit model(s) {models}, not {type(model).__name__}")
 
 
 def _map_vggface(model, state, source):
@@ -311,7 +303,7 @@ def _assign(model: nn.Module, mapped: dict[str, tuple[str, torch.Tensor]], sourc
             problems.append(f"unexpected file keys ({len(unexpected)}): {_short(unexpected)}")
         if mismatched:
             problems.append(f"shape mismatches ({len(mismatched)}): {_short(mismatched)}")
-        raise ValueError("; ".join(problems))
+        raise InputError("; ".join(problems))
     with torch.no_grad():
         for key, tensor in ready.items():
             target[key].copy_(tensor)

@@ -34,14 +34,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mrfer.data import shards
 from mrfer.data.degrade import parse_scale
-from mrfer.eval.embeddings import autocast
-from mrfer.eval.metrics import summarize
+from mrfer.infer import autocast, pick_device, seed_everything
+from mrfer.metrics import summarize
 from mrfer.io import write_json
 from mrfer.nets.fsr import (FSRCritic, FSRGenerator, check_target, embedding_from_target, parameter_count,
                             sample_weights, target_features, wgan_div_penalty)
-from mrfer.train import checkpoint, common, loop
-from mrfer.train.presets import prepare, stats_tensors
+from mrfer.nets import checkpoint
+from mrfer.train import loop
+from mrfer.transforms import prepare, stats_tensors
 
 log = logging.getLogger(__name__)
 
@@ -287,8 +289,8 @@ def fit_fsr(cfg: dict, data: str | os.PathLike, fer_model_path: str | os.PathLik
     if int(os.environ.get("RANK", "0")) != 0:  # one GAN on one device: other torchrun ranks idle
         log.info("fsr-train runs on rank 0 only")
         return {}
-    common.seed_everything(cfg["seed"])
-    device = loop.pick_device(cfg["device"])
+    seed_everything(cfg["seed"])
+    device = pick_device(cfg["device"])
     amp = bool(cfg["amp"])
     train_scales = list(cfg["scales"] or scales)
     if not train_scales:
@@ -300,20 +302,20 @@ def fit_fsr(cfg: dict, data: str | os.PathLike, fer_model_path: str | os.PathLik
     fer, fer_meta = checkpoint.load_model(fer_model_path, device)
     fer.eval().requires_grad_(False)
     target = check_target(fer, cfg["target"])
-    stats = common.dataset_stats(data)
+    stats = shards.read_stats(data)
     classes = fer_meta["classes"]
     if list(stats["classes"]) != list(classes):
         raise ValueError(f"{data}: classes {stats['classes']} differ from FER model {fer_model_path}'s {classes}")
     norm = (fer_meta["mean"], fer_meta["std"])
     mean, std = stats_tensors(*norm, device)
 
-    train_hr, train_y = common.load_xy(data, "train")
-    train_lr = [common.load_xy(data, "train", s)[0] for s in train_scales]
+    train_hr, train_y = shards.load_xy(data, "train")
+    train_lr = [shards.load_xy(data, "train", s)[0] for s in train_scales]
     for s, a in zip(train_scales, train_lr):
         if a.shape != train_hr.shape:
             raise ValueError(f"{data}/train/{s}.npy has shape {a.shape}, hr.npy {train_hr.shape}: not row-aligned")
-    val_hr, val_y = common.load_xy(data, "val")
-    val_lr, _ = common.load_xy(data, "val", val_scale)
+    val_hr, val_y = shards.load_xy(data, "val")
+    val_lr, _ = shards.load_xy(data, "val", val_scale)
 
     def encoded(images):
         return encode(fer, target, images, *norm, device, cfg["eval_batch_size"], amp)
@@ -447,7 +449,7 @@ def fit_fsr(cfg: dict, data: str | os.PathLike, fer_model_path: str | os.PathLik
 
     test = {}
     for scale in ["hr", *scales]:
-        images, labels = common.load_xy(data, "test", scale)
+        images, labels = shards.load_xy(data, "test", scale)
         if scale == "hr":
             hr_t, logits = encoded(images)
             test["hr"] = summarize(labels, logits.argmax(1).numpy(), n_classes)

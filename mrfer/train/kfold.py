@@ -17,13 +17,14 @@ import torch
 
 from mrfer.data import shards
 from mrfer.data.splits import FOLD_PROTOCOLS, SPLITS, groups_of, held_out
-from mrfer.eval.embeddings import infer
-from mrfer.eval.metrics import confusion, summarize
+from mrfer.infer import infer, pick_device, seed_everything
+from mrfer.metrics import confusion, summarize
 from mrfer.io import read_json, write_json
 from mrfer.nets import build, to_device
-from mrfer.train import checkpoint, common, loop
+from mrfer.nets import checkpoint
+from mrfer.train import losses, loop
 from mrfer.train.loader import ArrayLoader
-from mrfer.train.presets import AUGMENT_DEFAULTS, stats_tensors
+from mrfer.transforms import AUGMENT_DEFAULTS, check_augment, stats_tensors
 
 log = logging.getLogger(__name__)
 
@@ -59,16 +60,16 @@ def run_fold(cfg: dict, fold: int, data: str | os.PathLike, models_dir: str | os
     unknown = set(cfg["models"]) - set(RECIPES)
     if unknown:
         raise ValueError(f"kfold_test.models: unknown {sorted(unknown)} (known: {RECIPES})")
-    common.seed_everything(cfg["seed"] + fold)
-    device = loop.pick_device(cfg["device"])
-    stats = common.dataset_stats(data)
+    seed_everything(cfg["seed"] + fold)
+    device = pick_device(cfg["device"])
+    stats = shards.read_stats(data)
     classes = stats["classes"]
     x, y, role = fold_rows(data, fold, cfg["protocol"])
     tests = {s: fold_rows(data, fold, cfg["protocol"], s)[0][role == "test"] for s in ["hr", *scales]}
     y_test = y[role == "test"]
     if len(y_test) == 0:
         raise ValueError(f"fold {fold} holds no rows under protocol {cfg['protocol']!r}")
-    augment = common.check_augment(cfg)
+    augment = check_augment(cfg)
     metrics, matrices = {}, {}
     for name in cfg["models"]:
         model, meta = checkpoint.load_model(Path(models_dir) / f"{name}.pt", device)
@@ -81,7 +82,7 @@ def run_fold(cfg: dict, fold: int, data: str | os.PathLike, models_dir: str | os
         augment_gen = torch.Generator(device=device).manual_seed(cfg["seed"] + 100 * fold + 1)
         scale_gen = torch.Generator().manual_seed(cfg["seed"] + 100 * fold + 2)
         multi = name == "multires"  # keep the multi-resolution augmentation for the multires model
-        loss_fn = common.ce_loss(mean, std, augment, augment_gen, scales=scales if multi else None,
+        loss_fn = losses.ce_loss(mean, std, augment, augment_gen, scales=scales if multi else None,
                                  p=lambda epoch: cfg["p"], scale_gen=scale_gen,
                                  kernel=meta.get("kernel", kernel))
         loader = ArrayLoader(x[role == "train"], y[role == "train"], cfg["batch_size"], device,

@@ -13,24 +13,48 @@ import logging
 import math
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from pydantic import Field
 from tqdm import tqdm
 
-from mrfer.eval.embeddings import autocast, infer
-from mrfer.eval.metrics import summarize
-from mrfer.train import checkpoint
+from mrfer.config import Section
+from mrfer.infer import autocast, infer
+from mrfer.transforms import Augment
+from mrfer.metrics import summarize
+from mrfer.nets import checkpoint
 from mrfer.train.loader import ArrayLoader
 
 log = logging.getLogger(__name__)
 
-OPTIM_DEFAULTS = {"epochs": 20, "batch_size": 64, "optimizer": "adam", "lr": 1e-3, "head_lr": 1e-3,
-                  "weight_decay": 1e-4, "scheduler": "cosine", "patience": 0, "restore_best": True,
-                  "class_weighted": False, "amp": True, "channels_last": True, "device": "auto"}
+
+
+class LoopParams(Section):
+    """The keys the loop itself reads; each recipe's section adds its own (epochs, lrs, ...)."""
+
+    batch_size: int = Field(gt=0, description="training batch size (per process under DDP)")
+    optimizer: Literal["adam", "adamw", "sgd"] = Field(description="sgd: momentum 0.9, Nesterov")
+    weight_decay: float = Field(ge=0)
+    scheduler: Literal["cosine", "plateau", "none"] = Field(
+        description="cosine over the epochs | plateau: x0.1 after 3 epochs without val-loss gain | none")
+    patience: int = Field(ge=0, description="early stop after this many epochs without val-accuracy gain (0: off)")
+    restore_best: bool = Field(description="end with the weights of the best val-accuracy epoch")
+    amp: bool = Field(description="CUDA only: bf16 autocast where supported (fp16 + loss scaling otherwise)")
+    device: str = Field(pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$", description="auto | cpu | cuda[:N] | mps")
+
+
+class TrainParams(LoopParams):
+    """What the classification recipes (base, multires, kfold) read besides the loop's keys."""
+
+    class_weighted: bool = Field(description="cross-entropy weighted by 1 - n_c/N (MAFER)")
+    channels_last: bool = Field(description="NHWC conv weights: faster with cuDNN and with oneDNN on the CPU")
+    on_device: Literal["auto", "always", "never"] = Field(
+        description="CUDA: keep the training array on the GPU (auto: when it takes < 30 % of free memory)")
+    augment: Augment
 LossFn = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -54,40 +78,30 @@ def distributed() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
 
 
-def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
     """MAFER's weights: 1 - n_c / N (rare classes count more)."""
     counts = np.bincount(labels, minlength=n_classes)
     return torch.tensor(1 - counts / counts.sum(), dtype=torch.float32)
 
 
-def make_optimizer(model: torch.nn.Module, cfg: dict) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, cfg: LoopParams, lr: float, head_lr: float) -> torch.optim.Optimizer:
     """Backbone and head as separate param groups (MAFER: 1e-4 and 1e-2)."""
     head_ids = {id(p) for p in model.head.parameters()}
-    groups = [{"params": [p for p in model.parameters() if id(p) not in head_ids], "lr": cfg["lr"]},
-              {"params": list(model.head.parameters()), "lr": cfg["head_lr"]}]
-    if cfg["optimizer"] == "adam":
-        return torch.optim.Adam(groups, weight_decay=cfg["weight_decay"])
-    if cfg["optimizer"] == "adamw":
-        return torch.optim.AdamW(groups, weight_decay=cfg["weight_decay"])
-    if cfg["optimizer"] == "sgd":
-        return torch.optim.SGD(groups, momentum=0.9, nesterov=True, weight_decay=cfg["weight_decay"])
-    raise ValueError(f"optimizer must be adam | adamw | sgd, got {cfg['optimizer']!r}")
+    groups = [{"params": [p for p in model.parameters() if id(p) not in head_ids], "lr": lr},
+              {"params": list(model.head.parameters()), "lr": head_lr}]
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(groups, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(groups, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
 
 
-def make_scheduler(optimizer, cfg: dict):
-    if cfg["scheduler"] == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg["epochs"]))
-    if cfg["scheduler"] == "plateau":
+def make_scheduler(optimizer, cfg: LoopParams, epochs: int):
+    if cfg.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs))
+    if cfg.scheduler == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.1, patience=3)
-    if cfg["scheduler"] == "none":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
-    raise ValueError(f"scheduler must be cosine | plateau | none, got {cfg['scheduler']!r}")
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
 
 
 def open_live(live_dir: str | None, history: list[dict] = ()):
@@ -113,17 +127,17 @@ def log_epoch(live, row: dict) -> None:
 
 
 def fit(model: torch.nn.Module, loader: ArrayLoader, val_images: np.ndarray, val_labels: np.ndarray,
-        cfg: dict, *, loss_fn: LossFn, norm: tuple[list, list | None], generators: dict[str, torch.Generator],
-        run_hash: str, resume_path: str | os.PathLike | None, live_dir: str | None,
+        cfg: LoopParams, *, epochs: int, lr: float, head_lr: float, loss_fn: LossFn,
+        norm: tuple[list, list | None], generators: dict[str, torch.Generator], run_hash: str, resume_path: str | os.PathLike | None, live_dir: str | None,
         n_classes: int, rank: int = 0, world_size: int = 1, desc: str = "train") -> list[dict]:
     """Train `model` in place; returns the per-epoch history (loss, accuracies, lr)."""
     device = loader.device
     if len(val_images) == 0 or len(loader) == 0:
         raise ValueError(f"{desc}: empty {'validation' if len(val_images) == 0 else 'training'} set "
                          f"({len(loader.images)} training rows, batch size {loader.batch_size})")
-    optimizer = make_optimizer(model, cfg)
-    scheduler = make_scheduler(optimizer, cfg)
-    use_amp = cfg["amp"] and device.type == "cuda"
+    optimizer = make_optimizer(model, cfg, lr, head_lr)
+    scheduler = make_scheduler(optimizer, cfg, epochs)
+    use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
     generators = {"loader": loader.generator, **generators}
     state = {"epoch": 0, "best": -math.inf, "best_state": None, "bad_epochs": 0, "history": []}
@@ -139,7 +153,7 @@ def fit(model: torch.nn.Module, loader: ArrayLoader, val_images: np.ndarray, val
             optimizer.load_state_dict(saved["optimizer"])
             scheduler.load_state_dict(saved["scheduler"])
             scaler.load_state_dict(saved["scaler"])
-            checkpoint.set_rng_state(saved["rng"], generators)
+            set_rng_state(saved["rng"], generators)
             state = saved["state"]
             log.info("resuming %s from epoch %d (%s)", desc, state["epoch"], resume_path)
 
@@ -148,10 +162,10 @@ def fit(model: torch.nn.Module, loader: ArrayLoader, val_images: np.ndarray, val
         net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device] if device.type == "cuda" else None)
     live = open_live(live_dir, state["history"]) if rank == 0 else None
 
-    for epoch in range(state["epoch"], cfg["epochs"]):
+    for epoch in range(state["epoch"], epochs):
         net.train()
         total_loss, correct, seen = 0.0, 0, 0
-        for xb, yb in tqdm(loader, desc=f"{desc} epoch {epoch + 1}/{cfg['epochs']}", leave=False,
+        for xb, yb in tqdm(loader, desc=f"{desc} epoch {epoch + 1}/{epochs}", leave=False,
                            disable=rank != 0, mininterval=2):
             with autocast(device, use_amp):
                 loss, logits = loss_fn(net, xb, yb, epoch)
@@ -163,11 +177,11 @@ def fit(model: torch.nn.Module, loader: ArrayLoader, val_images: np.ndarray, val
             correct += int((logits.detach().argmax(1) == yb).sum())
             seen += len(yb)
 
-        val_logits = infer(model, val_images, *norm, device=device, batch_size=max(256, cfg["batch_size"]))
+        val_logits = infer(model, val_images, *norm, device=device, batch_size=max(256, cfg.batch_size))
         val_loss = float(F.cross_entropy(val_logits, torch.as_tensor(val_labels, dtype=torch.long)))
         val = summarize(val_labels, val_logits.argmax(1).numpy(), n_classes)
         lr = optimizer.param_groups[0]["lr"]
-        scheduler.step(val_loss) if cfg["scheduler"] == "plateau" else scheduler.step()
+        scheduler.step(val_loss) if cfg.scheduler == "plateau" else scheduler.step()
         row = {"epoch": epoch + 1, "train_loss": round(total_loss / max(seen, 1), 5),
                "train_accuracy": round(correct / max(seen, 1), 4), "val_loss": round(val_loss, 5),
                "val_accuracy": val["accuracy"], "val_average_accuracy": val["average_accuracy"], "lr": lr}
@@ -185,15 +199,30 @@ def fit(model: torch.nn.Module, loader: ArrayLoader, val_images: np.ndarray, val
             checkpoint.save(resume_path, {
                 "run_hash": run_hash, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                "rng": checkpoint.rng_state(generators), "state": state})
-        if cfg["patience"] and state["bad_epochs"] >= cfg["patience"]:
-            log.info("%s: early stop after epoch %d (no val gain for %d epochs)", desc, epoch + 1, cfg["patience"])
+                "rng": rng_state(generators), "state": state})
+        if cfg.patience and state["bad_epochs"] >= cfg.patience:
+            log.info("%s: early stop after epoch %d (no val gain for %d epochs)", desc, epoch + 1, cfg.patience)
             break
 
-    if cfg["restore_best"] and state["best_state"] is not None:
+    if cfg.restore_best and state["best_state"] is not None:
         model.load_state_dict(state["best_state"])
     if live is not None:
         live.end()
     if rank == 0 and resume_path and resume_path.is_file():
         resume_path.unlink()  # finished: a later run with these params is DVC's run-cache's job
     return state["history"]
+
+
+def rng_state(generators: dict[str, torch.Generator]) -> dict:
+    state = {"torch": torch.get_rng_state(), **{k: g.get_state() for k, g in generators.items()}}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict, generators: dict[str, torch.Generator]) -> None:
+    torch.set_rng_state(state["torch"])
+    for k, g in generators.items():
+        g.set_state(state[k])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

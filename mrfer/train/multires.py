@@ -16,10 +16,13 @@ import torch
 import torch.nn.functional as F
 
 from mrfer.data.degrade import KERNELS, degrade_mixed, parse_scale
+from mrfer.data import shards
+from mrfer.infer import pick_device, seed_everything, test_at_scales
 from mrfer.io import write_json
-from mrfer.train import checkpoint, common, loop
+from mrfer.nets import checkpoint
+from mrfer.train import losses, loop
 from mrfer.train.loader import ArrayLoader
-from mrfer.train.presets import AUGMENT_DEFAULTS, augment, normalize, random_scales, stats_tensors
+from mrfer.transforms import AUGMENT_DEFAULTS, augment, check_augment, normalize, random_scales, stats_tensors
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +54,9 @@ def fit_multires(cfg: dict, data: str | os.PathLike, base: str | os.PathLike, ou
                  report: str | os.PathLike, scales: list[str], kernel: str,
                  live_dir: str | None = "dvclive/multires_finetune",
                  resume_dir: str | os.PathLike | None = "models/resume") -> dict:
-    common.seed_everything(cfg["seed"])
+    seed_everything(cfg["seed"])
     rank, world, local_rank = loop.distributed()
-    device = loop.pick_device(cfg["device"], local_rank)
+    device = pick_device(cfg["device"], local_rank)
     train_scales = list(cfg["scales"] or scales)
     for scale in train_scales:
         parse_scale(scale)
@@ -64,14 +67,14 @@ def fit_multires(cfg: dict, data: str | os.PathLike, base: str | os.PathLike, ou
     student, meta = checkpoint.load_model(base, device, cfg["channels_last"])
     teacher, _ = checkpoint.load_model(base, device, cfg["channels_last"])
     teacher.eval().requires_grad_(False)
-    stats = common.dataset_stats(data)
+    stats = shards.read_stats(data)
     norm = (meta["mean"], meta["std"])  # the base model's own normalisation, not re-derived
     classes = meta["classes"]
-    aug_cfg = common.check_augment(cfg)
-    train_x, train_y = common.load_xy(data, "train")
+    aug_cfg = check_augment(cfg)
+    train_x, train_y = shards.load_xy(data, "train")
     # Validate on every resolution at once, so early stopping / best-epoch restore pick the
     # model that is best across resolutions, not the one that is best at full resolution only.
-    val_sets = [common.load_xy(data, "val", s) for s in ["hr", *scales]]
+    val_sets = [shards.load_xy(data, "val", s) for s in ["hr", *scales]]
     val_x, val_y = np.concatenate([x for x, _ in val_sets]), np.concatenate([y for _, y in val_sets])
     mean, std = stats_tensors(*norm, device)
     augment_gen = torch.Generator(device=device).manual_seed(cfg["seed"] + 1)
@@ -83,7 +86,7 @@ def fit_multires(cfg: dict, data: str | os.PathLike, base: str | os.PathLike, ou
             return probability(cfg, epoch, epochs)
 
         if step == 2:  # labels only, multi-resolution augmentation kept
-            return common.ce_loss(mean, std, aug_cfg, augment_gen, scales=train_scales, p=p,
+            return losses.ce_loss(mean, std, aug_cfg, augment_gen, scales=train_scales, p=p,
                                   scale_gen=scale_gen, kernel=kernel)
 
         def loss_fn(net, xb, yb, epoch):
@@ -115,7 +118,7 @@ def fit_multires(cfg: dict, data: str | os.PathLike, base: str | os.PathLike, ou
                 "train_scales": train_scales, "kernel": kernel}
     checkpoint.save_model(out, student, new_meta)
     result = {"val": {k: v[-1] for k, v in history.items() if v},
-              "test": common.test_all_scales(student, data, scales, norm, device, len(classes)),
+              "test": test_at_scales(student, data, scales, norm, device, len(classes)),
               "params_hash": run_hash, "seed": cfg["seed"]}
     write_json(report, result)
     log.info("multires test accuracy per scale: %s", {s: m["accuracy"] for s, m in result["test"].items()})

@@ -44,13 +44,15 @@ from torch import nn
 
 from mrfer.data import datasets, labels, shards, splits
 from mrfer.data.extract import check_config, face_or_skip
-from mrfer.data.records import DatasetError, Record, SkipLog
-from mrfer.eval.embeddings import autocast, infer
-from mrfer.eval.metrics import summarize
+from mrfer.data.records import Record, SkipLog
+from mrfer.errors import DatasetError
+from mrfer.infer import autocast, infer, pick_device, seed_everything
+from mrfer.metrics import summarize
 from mrfer.io import write_json
 from mrfer.nets import build
-from mrfer.train import checkpoint, common, loop
-from mrfer.train.presets import prepare, stats_tensors
+from mrfer.nets import checkpoint
+from mrfer.train import loop
+from mrfer.transforms import prepare, stats_tensors
 
 log = logging.getLogger(__name__)
 
@@ -358,8 +360,8 @@ def fit_video(cfg: dict, extract_cfg: dict, data: str | os.PathLike, out: str | 
     """Train the clip GRU on the assembled data's subject split; write `out` and `report`."""
     check_video_config(cfg)
     check_config(extract_cfg)
-    common.seed_everything(cfg["seed"])
-    device = loop.pick_device(cfg["device"])
+    seed_everything(cfg["seed"])
+    device = pick_device(cfg["device"])
     use_amp = bool(cfg["amp"]) and device.type == "cuda"
     window, stride = cfg["window"], cfg["stride"]
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from mrfer.data.records import DatasetError, Record, SkipLog
+from mrfer.data.records import Record, SkipLog
+from mrfer.errors import DatasetError
 
 ReaderFn = Callable[[Path, dict, SkipLog], Iterable[Record]]
 

@@ -28,7 +28,8 @@ import numpy as np
 from mrfer.data import labels
 from mrfer.data.datasets import register
 from mrfer.data.faces import VIDEO_SUFFIXES
-from mrfer.data.records import DatasetError, Record, SkipLog, require_dir
+from mrfer.data.records import Record, SkipLog, require_dir
+from mrfer.errors import DatasetError
 
 SPLITS = ((("Train_AFEW", "Train"), "train"), (("Val_AFEW", "Val"), "val"))
 VAL_SPLITS = ("val", "test")

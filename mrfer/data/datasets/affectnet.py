@@ -26,7 +26,8 @@ import numpy as np
 
 from mrfer.data import labels
 from mrfer.data.datasets import register
-from mrfer.data.records import DatasetError, Record, SkipLog, inside, require_dir
+from mrfer.data.records import Record, SkipLog, inside, require_dir
+from mrfer.errors import DatasetError
 
 LISTS_DIR = "Manually_Annotated_file_lists"
 LIST_SPLITS = (("training.csv", "train"), ("validation.csv", "test"))

@@ -26,7 +26,8 @@ from typing import Iterator
 
 from mrfer.data import labels
 from mrfer.data.datasets import register
-from mrfer.data.records import DatasetError, Record, SkipLog, inside, require_dir
+from mrfer.data.records import Record, SkipLog, inside, require_dir
+from mrfer.errors import DatasetError
 
 EXPR_NAMES = ("EXPR_Set", "EXPR_Classification_Challenge", "EXPR_Recognition_Challenge")
 SPLIT_NAMES = {"train_set": "train", "training_set": "train", "validation_set": "val"}

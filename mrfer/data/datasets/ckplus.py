@@ -22,7 +22,8 @@ import numpy as np
 
 from mrfer.data import labels
 from mrfer.data.datasets import register
-from mrfer.data.records import DatasetError, Record, SkipLog, require_dir
+from mrfer.data.records import Record, SkipLog, require_dir
+from mrfer.errors import DatasetError
 
 FRAME_RE = re.compile(r"^(S\d+)_(\d+)_(\d+)\.png$", re.IGNORECASE)
 N_LANDMARKS = 68

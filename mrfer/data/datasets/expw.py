@@ -22,7 +22,8 @@ from PIL import Image
 
 from mrfer.data import labels
 from mrfer.data.datasets import register
-from mrfer.data.records import DatasetError, Record, SkipLog, inside, require_dir
+from mrfer.data.records import Record, SkipLog, inside, require_dir
+from mrfer.errors import DatasetError
 
 LABEL_FILE = "label/label.lst"
 IMAGE_DIR = "image/origin"

@@ -36,7 +36,8 @@ import numpy as np
 from mrfer.data import labels
 from mrfer.data.datasets import register
 from mrfer.data.datasets.folders import SPLIT_NAMES, iter_class_folders
-from mrfer.data.records import DatasetError, Record, SkipLog, require_dir
+from mrfer.data.records import Record, SkipLog, require_dir
+from mrfer.errors import DatasetError
 
 CSV_CANDIDATES = ("fer2013.csv", "fer2013/fer2013.csv", "icml_face_data.csv")
 SIDE = 48

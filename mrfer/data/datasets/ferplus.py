@@ -26,7 +26,8 @@ from mrfer.data import labels
 from mrfer.data.datasets import register
 from mrfer.data.datasets.fer2013 import (CSV_CANDIDATES, check_public_test, find_csv,
                                          parse_pixels, read_csv_rows, usage_split)
-from mrfer.data.records import DatasetError, Record, SkipLog, require_dir
+from mrfer.data.records import Record, SkipLog, require_dir
+from mrfer.errors import DatasetError
 
 FERPLUS_CSV = "fer2013new.csv"
 PLUS_COLUMNS = ("usage", "image name") + tuple(name.lower() for name in labels.FERPLUS_COLUMNS)

@@ -27,7 +27,8 @@ from typing import Iterator
 from mrfer.data import labels
 from mrfer.data.datasets import register
 from mrfer.data.datasets.folders import IMAGE_SUFFIXES
-from mrfer.data.records import DatasetError, Record, SkipLog, inside, require_dir
+from mrfer.data.records import Record, SkipLog, inside, require_dir
+from mrfer.errors import DatasetError
 
 CAMERAS = ("VL", "NI")
 LIGHTINGS = ("Strong", "Weak", "Dark")

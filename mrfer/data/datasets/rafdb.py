@@ -19,7 +19,8 @@ from typing import Iterator
 
 from mrfer.data import labels
 from mrfer.data.datasets import register
-from mrfer.data.records import DatasetError, Record, SkipLog, inside, require_dir
+from mrfer.data.records import Record, SkipLog, inside, require_dir
+from mrfer.errors import DatasetError
 
 LABEL_FILE = "EmoLabel/list_patition_label.txt"
 IMAGE_MODES = ("aligned", "original")

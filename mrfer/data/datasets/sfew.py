@@ -20,7 +20,8 @@ from typing import Iterator
 
 from mrfer.data.datasets import register
 from mrfer.data.datasets.folders import iter_class_folders
-from mrfer.data.records import DatasetError, Record, SkipLog, require_dir
+from mrfer.data.records import Record, SkipLog, require_dir
+from mrfer.errors import DatasetError
 
 SPLITS = (("Train", "train"), ("Val", "val"))
 VAL_SPLITS = ("val", "test")

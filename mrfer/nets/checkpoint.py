@@ -1,4 +1,4 @@
-"""Model files (weights + metadata) and per-epoch resume checkpoints.
+"""Model files (weights + metadata, rebuilt by name from the registry) and resume checkpoints.
 
 Everything is saved as tensors and plain containers, so `torch.load(weights_only=True)` reads
 it back: no pickled code is ever executed when a checkpoint is loaded.
@@ -8,14 +8,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import platform
+import re
 from pathlib import Path
 
 import numpy as np
 import torch
 
 import mrfer
+from mrfer.errors import InputError, MissingInputError, UnsafeFileError
 from mrfer.io import atomic_path
+from mrfer.nets.fernet import to_device
+from mrfer.nets.registry import build
 
 
 def params_hash(*parts) -> str:
@@ -43,11 +48,14 @@ def save(path: str | os.PathLike, payload: dict) -> None:
 def load(path: str | os.PathLike, map_location="cpu") -> dict:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
+        raise MissingInputError(f"{path}: checkpoint not found")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # pickle/zip errors: name the file, not the unpickler's internals
-        raise ValueError(f"{path}: not a loadable weights-only checkpoint ({type(e).__name__}: {e})") from None
+    except pickle.UnpicklingError as e:  # torch's advice (weights_only=False) is the one thing not to do
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        raise UnsafeFileError(path, found.group(1) if found else "a pickled global") from None
+    except Exception as e:  # zip errors: name the file, not the unpickler's internals
+        raise InputError(f"{path}: not a loadable weights-only checkpoint ({type(e).__name__}: {e})") from None
 
 
 def save_model(path: str | os.PathLike, model: torch.nn.Module, meta: dict) -> None:
@@ -58,16 +66,15 @@ def save_model(path: str | os.PathLike, model: torch.nn.Module, meta: dict) -> N
 
 def load_model(path: str | os.PathLike, device="cpu", channels_last: bool = True) -> tuple[torch.nn.Module, dict]:
     """Rebuild a model from its metadata and load its weights. Clear error on a mismatch."""
-    from mrfer.nets import build, to_device
     payload = load(path)
     if not isinstance(payload, dict) or "state_dict" not in payload or "meta" not in payload:
-        raise ValueError(f"{path}: not an mrfer model file (expected keys state_dict and meta)")
+        raise InputError(f"{path}: not an mrfer model file (expected keys state_dict and meta)")
     meta = payload["meta"]
     model = build(meta["arch"], num_classes=len(meta["classes"]), in_chans=meta["channels"],
                   image_size=meta["size"], **meta.get("options", {}))
     missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
     if missing or unexpected:
-        raise ValueError(f"{path}: weights do not fit architecture {meta['arch']!r}: "
+        raise InputError(f"{path}: weights do not fit architecture {meta['arch']!r}: "
                          f"missing {missing[:5]}, unexpected {unexpected[:5]}")
     return to_device(model, device, channels_last).eval(), meta
 
@@ -77,18 +84,3 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     while hasattr(model, "module"):
         model = model.module
     return model
-
-
-def rng_state(generators: dict[str, torch.Generator]) -> dict:
-    state = {"torch": torch.get_rng_state(), **{k: g.get_state() for k, g in generators.items()}}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict, generators: dict[str, torch.Generator]) -> None:
-    torch.set_rng_state(state["torch"])
-    for k, g in generators.items():
-        g.set_state(state[k])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])

@@ -10,12 +10,22 @@ import math
 import torch
 import torch.nn.functional as F
 
+from pydantic import Field
+
+from mrfer.config import Section
+from mrfer.errors import InputError
 from mrfer.data.degrade import degrade_mixed
 
-# Mild by default: expression cues live in a few pixels (lid, lip corner), and every warp is a
-# bilinear resample that softens them. Strong warps stalled training on the synthetic default.
-AUGMENT_DEFAULTS = {"flip": True, "rotate": 4.0, "scale": 0.04, "translate": 0.04,
-                    "brightness": 0.1, "contrast": 0.1}
+class Augment(Section):
+    """On-device training augmentation, one batched op per step. Keep it mild: expression cues
+    live in a few pixels (lid, lip corner), and every warp is a bilinear resample that softens them."""
+
+    flip: bool = Field(description="random horizontal flip")
+    rotate: float = Field(ge=0, le=45, description="max rotation, degrees")
+    scale: float = Field(ge=0, lt=1, description="max zoom in or out, a fraction")
+    translate: float = Field(ge=0, lt=0.5, description="max shift, a fraction of the side")
+    brightness: float = Field(ge=0, le=1, description="max brightness offset, a fraction of 255")
+    contrast: float = Field(ge=0, lt=1, description="max contrast change, a fraction")
 
 
 def to_float(batch: torch.Tensor) -> torch.Tensor:
@@ -49,7 +59,7 @@ def affine_grid(theta: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return torch.stack([t[:, 0] * xs + t[:, 1] * ys + t[:, 2], t[:, 3] * xs + t[:, 4] * ys + t[:, 5]], -1)
 
 
-def augment(batch: torch.Tensor, cfg: dict, gen: torch.Generator) -> torch.Tensor:
+def augment(batch: torch.Tensor, cfg: Augment, gen: torch.Generator) -> torch.Tensor:
     """uint8 NHWC -> float NCHW in [0, 255]: brightness and contrast, then random flip, rotation,
     scale and translation as one affine warp.
 
@@ -57,16 +67,16 @@ def augment(batch: torch.Tensor, cfg: dict, gen: torch.Generator) -> torch.Tenso
     float conversion (one pass over the batch), and the contrast pivot is the mean of the uint8
     face; a bilinear warp with border padding commutes with it."""
     n, device = batch.shape[0], batch.device
-    contrast = 1 + uniform(n, cfg["contrast"], gen, device).view(n, 1, 1, 1)
-    brightness = uniform(n, cfg["brightness"] * 255, gen, device).view(n, 1, 1, 1)
+    contrast = 1 + uniform(n, cfg.contrast, gen, device).view(n, 1, 1, 1)
+    brightness = uniform(n, cfg.brightness * 255, gen, device).view(n, 1, 1, 1)
     face_mean = batch.reshape(n, -1).sum(1, dtype=torch.float32).view(n, 1, 1, 1) / batch[0].numel()
     x = torch.addcmul(face_mean * (1 - contrast) + brightness, batch.permute(0, 3, 1, 2), contrast)
     x.clamp_(0, 255)
-    angle = uniform(n, math.radians(cfg["rotate"]), gen, device)
-    scale = 1 + uniform(n, cfg["scale"], gen, device)
-    flip = torch.where(torch.rand(n, generator=gen, device=device) < 0.5, -1.0, 1.0) if cfg["flip"] \
+    angle = uniform(n, math.radians(cfg.rotate), gen, device)
+    scale = 1 + uniform(n, cfg.scale, gen, device)
+    flip = torch.where(torch.rand(n, generator=gen, device=device) < 0.5, -1.0, 1.0) if cfg.flip \
         else torch.ones(n, device=device)
-    shift = torch.stack([uniform(n, 2 * cfg["translate"], gen, device) for _ in range(2)], 1)
+    shift = torch.stack([uniform(n, 2 * cfg.translate, gen, device) for _ in range(2)], 1)
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack([torch.stack([cos * flip, -sin, shift[:, 0]], 1),
                          torch.stack([sin * flip, cos, shift[:, 1]], 1)], 1)
@@ -82,10 +92,21 @@ def random_scales(n: int, scales: list[str], p: float, gen: torch.Generator) -> 
 
 
 def prepare(batch: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
-            augment_cfg: dict | None = None, gen: torch.Generator | None = None,
+            augment_cfg: Augment | None = None, gen: torch.Generator | None = None,
             scales: list[str | None] | None = None, kernel: str = "bicubic_aa") -> torch.Tensor:
     """The single preprocessing path: uint8 NHWC -> (augment) -> (degrade) -> normalised NCHW."""
     x = to_float(batch) if augment_cfg is None else augment(batch, augment_cfg, gen)
     if scales is not None:
         x = degrade_mixed(x, scales, kernel)
     return normalize(x, mean, std)
+
+
+def norm_stats(normalize: str, mean: list[float] | None, std: list[float] | None,
+               stats: dict) -> tuple[list[float], list[float] | None]:
+    """(mean, std) in 0..255 units. A published mean/std (params) overrides the measured one;
+    `normalize: mean` centres only, as MAFER did."""
+    mean = [float(v) for v in (mean or stats["mean"])]
+    std = [float(v) for v in (std or stats["std"])] if normalize == "mean_std" else None
+    if len(mean) != stats["channels"]:
+        raise InputError(f"mean has {len(mean)} values but the data has {stats['channels']} channels")
+    return mean, std

@@ -1,0 +1,139 @@
+"""params.yaml, read through one typed schema per section.
+
+Each section's schema is a `Section` (a frozen pydantic model) declared beside the code that
+reads it: `mrfer/data/extract.py` declares `extract`, `mrfer/train/base.py` declares
+`pretrain_base`, and so on, so a stage depends only on the schemas it uses. A schema types,
+ranges and documents every key once and holds no values: params.yaml holds them all. A bad
+value is refused before any work, as one line naming the file, section.key, value and what is
+allowed.
+
+Every `Section` records which of its keys the code read. With `MRFER_PARAMS_TRACE=<file>` set,
+`cli.run` appends each stage's reads to that file; a test compares them with the params the
+stage declares in dvc.yaml (`tests/test_pipeline_e2e.py`), so no key is accepted and ignored.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
+
+from mrfer.errors import ParamsError
+
+S = TypeVar("S", bound="Section")
+_LOADED: list[tuple[str, "Section"]] = []  # (section name, section) of every section this process loaded
+
+
+class Section(BaseModel):
+    """A params section: unknown keys refused, values frozen, reads recorded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    _reads: set[str] = PrivateAttr(default_factory=set)
+
+    def __getattribute__(self, name: str) -> Any:
+        if name in type(self).model_fields:
+            private = object.__getattribute__(self, "__pydantic_private__")
+            if private is not None:
+                private["_reads"].add(name)
+        return super().__getattribute__(name)
+
+
+def _reads(section: Section) -> set[str]:
+    return section.__pydantic_private__["_reads"]
+
+
+def read_params(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: params file not found") from None
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections at top level")
+    return data
+
+
+def describe_errors(path: str | os.PathLike, name: str, error: ValidationError, schema: type[Section]) -> str:
+    """One line: file, section.key, the value, and what is allowed."""
+    parts = []
+    for e in error.errors(include_url=False):
+        key = ".".join([name, *(str(p) for p in e["loc"])])
+        if e["type"] == "missing":
+            parts.append(f"{key} is missing (params.yaml holds every key; see its schema's description)")
+        elif e["type"] == "extra_forbidden":
+            parent = schema
+            for p in e["loc"][:-1]:
+                field = parent.model_fields.get(str(p)) if isinstance(parent, type) else None
+                parent = field.annotation if field is not None else None
+            allowed = sorted(_name(parent, f) for f in parent.model_fields) if isinstance(parent, type) and issubclass(parent, Section) else []
+            parts.append(f"{key} is not a key of this section" + (f" (allowed: {', '.join(allowed)})" if allowed else ""))
+        else:
+            message = e["msg"].removeprefix("Value error, ")
+            parts.append(f"{key} = {e['input']!r}: {message}" if e["loc"] else f"{key}: {message}")
+    return f"{path}: " + "; ".join(parts)
+
+
+def load_section(path: str | os.PathLike, name: str, schema: type[S], data: dict | None = None) -> S:
+    """Section `name` of the params file, validated by `schema`; the shared top-level `seed`
+    fills the section's `seed` key when the schema has one."""
+    data = read_params(path) if data is None else data
+    if name not in data:
+        raise ParamsError(f"{path}: no section '{name}'")
+    values = data[name]
+    if not isinstance(values, dict):
+        raise ParamsError(f"{path}: section '{name}' must be a mapping, got {values!r}")
+    if "seed" in schema.model_fields and "seed" in data:
+        values = {"seed": data["seed"], **values}
+    try:
+        section = schema.model_validate(values)
+    except ValidationError as e:
+        raise ParamsError(describe_errors(path, name, e, schema)) from None
+    _LOADED.append((name, section))
+    return section
+
+
+def _name(schema: type[Section], field: str) -> str:
+    """The key as params.yaml spells it (`lambda` is a Python keyword, so its field is `lambda_`)."""
+    return schema.model_fields[field].alias or field
+
+
+def leaves(section: Section, prefix: str) -> set[str]:
+    """Dotted keys of every non-section value under `section` (the keys a stage can read)."""
+    out = set()
+    for field, value in section.__dict__.items():
+        key = f"{prefix}.{_name(type(section), field)}"
+        out |= leaves(value, key) if isinstance(value, Section) else {key}
+    return out
+
+
+def reads(section: Section, prefix: str) -> set[str]:
+    """Dotted keys the code read (a nested section counts through the keys read inside it)."""
+    out = set()
+    for field in _reads(section):
+        value, key = section.__dict__[field], f"{prefix}.{_name(type(section), field)}"
+        out |= reads(value, key) if isinstance(value, Section) else {key}
+    return out
+
+
+def _top(key: str) -> str:
+    """`<section>.seed` is the shared top-level `seed`."""
+    return "seed" if key.endswith(".seed") and key.count(".") == 1 else key
+
+
+def trace() -> dict[str, list[str]]:
+    """What this process loaded and read: {"loaded": [...], "read": [...]} as dotted keys."""
+    loaded, read = set(), set()
+    for name, section in _LOADED:
+        loaded |= {_top(k) for k in leaves(section, name)}
+        read |= {_top(k) for k in reads(section, name)}
+    return {"loaded": sorted(loaded), "read": sorted(read)}
+
+
+def write_trace(path: str | os.PathLike, argv: list[str]) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps({"argv": argv, **trace()}) + "\n")

@@ -1,0 +1,65 @@
+"""Inference: the device to run on, autocast, batched logits/probabilities/embeddings of uint8
+face arrays, and test metrics at every scale. Used by training, evaluation and `predict` alike."""
+from __future__ import annotations
+
+import contextlib
+import os
+
+import numpy as np
+import torch
+
+from mrfer.data import shards
+from mrfer.errors import InputError
+from mrfer.metrics import summarize
+from mrfer.transforms import prepare, stats_tensors
+
+
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    """`auto` is this process's GPU when there is one (its local rank under torchrun), else the CPU."""
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"device {name}: no CUDA device is available (use cpu or auto)")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+
+
+def autocast(device: torch.device, enabled: bool = True):
+    """bf16 autocast on CUDA where supported (fp16 otherwise); nothing on CPU."""
+    if device.type != "cuda" or not enabled:
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+@torch.no_grad()
+def infer(model: torch.nn.Module, images: np.ndarray, mean: list[float], std: list[float] | None,
+          device: torch.device | str = "cpu", batch_size: int = 256, what: str = "logits") -> torch.Tensor:
+    """Run `model` over NHWC uint8 `images`; `what` is logits | probs | features. Returns CPU float."""
+    device = torch.device(device)
+    model.eval()
+    m, s = stats_tensors(mean, std, device)
+    outputs = []
+    for start in range(0, len(images), batch_size):
+        batch = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size])).to(device)
+        with autocast(device):
+            x = prepare(batch, m, s)
+            out = model.features(x) if what == "features" else model(x)
+        out = out.float()
+        outputs.append((out.softmax(1) if what == "probs" else out).cpu())
+    return torch.cat(outputs) if outputs else torch.empty(0)
+
+
+def test_at_scales(model: torch.nn.Module, data_dir: str | os.PathLike, scales: list[str],
+                    norm: tuple, device: torch.device, n_classes: int) -> dict:
+    """Test-set metrics at full resolution and at every downsampled scale."""
+    out = {}
+    for scale in ["hr", *scales]:
+        images, labels = shards.load_xy(data_dir, "test", scale)
+        predicted = infer(model, images, *norm, device=device).argmax(1).numpy()
+        out[scale] = summarize(labels, predicted, n_classes)
+    return out
