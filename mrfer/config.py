@@ -102,21 +102,58 @@ def _name(schema: type[Section], field: str) -> str:
     return schema.model_fields[field].alias or field
 
 
+class Shared(Section):
+    """The top-level keys every stage may read."""
+
+    seed: int
+
+
+def load_seed(path: str | os.PathLike) -> int:
+    """The shared top-level `seed`, for a stage that reads no section of its own."""
+    data = read_params(path)
+    try:
+        shared = Shared.model_validate({"seed": data.get("seed")})
+    except ValidationError as e:
+        raise ParamsError(describe_errors(path, "", e, Shared).replace(": .seed", ": seed")) from None
+    _LOADED.append(("", shared))
+    return shared.seed
+
+
+def _sections_in(value: Any) -> dict[str, Section] | None:
+    """A dict whose values are all sections (e.g. kfold_test.folds), else None."""
+    if isinstance(value, dict) and value and all(isinstance(v, Section) for v in value.values()):
+        return value
+    return None
+
+
 def leaves(section: Section, prefix: str) -> set[str]:
-    """Dotted keys of every non-section value under `section` (the keys a stage can read)."""
+    """Dotted keys of every plain value under `section` (the keys a stage can read)."""
     out = set()
     for field, value in section.__dict__.items():
         key = f"{prefix}.{_name(type(section), field)}"
-        out |= leaves(value, key) if isinstance(value, Section) else {key}
+        inner = _sections_in(value)
+        if isinstance(value, Section):
+            out |= leaves(value, key)
+        elif inner is not None:
+            out |= {leaf for k, v in inner.items() for leaf in leaves(v, f"{key}.{k}")}
+        else:
+            out.add(key)
     return out
 
 
 def reads(section: Section, prefix: str) -> set[str]:
-    """Dotted keys the code read (a nested section counts through the keys read inside it)."""
+    """Dotted keys the code read. A nested section counts through the keys read inside it; a dict
+    of sections counts as read itself (its keys were looked at) plus what was read inside."""
     out = set()
     for field in _reads(section):
         value, key = section.__dict__[field], f"{prefix}.{_name(type(section), field)}"
-        out |= reads(value, key) if isinstance(value, Section) else {key}
+        inner = _sections_in(value)
+        if isinstance(value, Section):
+            out |= reads(value, key)
+        elif inner is not None:
+            out |= {key} | {r for k, v in inner.items() for r in reads(v, f"{key}.{k}")}
+        else:
+            out.add(key)
     return out
 
 

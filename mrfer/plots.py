@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import matplotlib
 
@@ -10,7 +11,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402,F401
 import numpy as np  # noqa: E402
 
+from mrfer.data import shards  # noqa: E402
 from mrfer.io import atomic_path  # noqa: E402
+from mrfer.metrics import confusion  # noqa: E402
 
 
 def save_figure(fig, path: str | os.PathLike) -> None:
@@ -150,34 +153,52 @@ def read_tsv_curves(run_dir: str | os.PathLike) -> dict[str, list[float]]:
     return curves
 
 
+def scale_order(scale: str) -> float:
+    """Sort key from full resolution down: hr, x2, x3 ... then 64px, 32px ... (lower is later)."""
+    if scale == "hr":
+        return -1e9
+    return float(scale[1:]) if scale.startswith("x") else -float(scale[:-2])
+
+
+def assembled_contact_sheet(assembled: str | os.PathLike, path: str | os.PathLike, seed: int) -> None:
+    """The contact sheet of the assembled test faces at full resolution, a middle and the lowest scale."""
+    stats = shards.read_stats(assembled)
+    scales = sorted((p.stem for p in (Path(assembled) / "test").glob("*.npy")), key=scale_order)
+    low = scales[1:]
+    shown = ["hr", *dict.fromkeys([low[(len(low) - 1) // 2], low[-1]] if low else [])]
+    rows = shards.load_split(assembled, "test")[1]
+    test = {s: shards.load_split(assembled, "test", s)[0] for s in shown}
+    contact_sheet(test, np.array([r["label"] for r in rows]), list(stats["classes"]), path, seed=seed)
+
+
 def render_reports(predictions: str | os.PathLike, curves_dir: str | os.PathLike, live_runs: dict[str, str],
-                   kfold_confusions: list[str], out_dir: str | os.PathLike, seed: int = 0) -> list[str]:
-    """Every PNG of reports/plots/ plus the confusion CSVs `dvc plots` draws. Returns the PNG names."""
+                   kfold_confusions: list[str], assembled: str | os.PathLike, out_dir: str | os.PathLike,
+                   seed: int) -> list[str]:
+    """Every PNG of reports/plots/ plus the confusion CSVs `dvc plots` draws (`<model>_hr.csv` and
+    `<model>_lowest.csv`, so dvc.yaml names them whatever the scales). Returns the PNG names."""
     import csv
     import json
-    from pathlib import Path
 
     saved = np.load(predictions)
     classes = [str(c) for c in saved["classes"]]
     y_true = saved["y_true"]
     models = sorted({k.split("/")[0] for k in saved.files if "/" in k}, key=lambda m: (len(m), m))
     scales = sorted({k.split("/")[1] for k in saved.files if k.count("/") == 2 and k.split("/")[1] != "hr"},
-                    key=lambda s: float(s[1:]) if s.startswith("x") else -float(s[:-2]))
+                    key=scale_order)
     lowest = scales[-1] if scales else "hr"
     clf = "head"
     written = []
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         tsne_panels({m: saved[f"{m}/hr/features"] for m in models}, y_true, classes, tmp / "tsne.png", seed)
-        from mrfer.metrics import confusion
         matrices = {m: {s: confusion(y_true, saved[f"{m}/{s}/{clf}"], len(classes)) for s in ("hr", lowest)}
                     for m in models}
         confusion_grid(matrices, classes, tmp / "confusion.png",
                        f"Confusion matrices (test set, network head) at full resolution and {lowest}")
         (tmp / "confusion").mkdir()
         for m in models:
-            for s in ("hr", lowest):
-                with open(tmp / "confusion" / f"{m.replace('+', '_')}_{s}.csv", "w", newline="") as f:
+            for s, name in (("hr", "hr"), (lowest, "lowest")):
+                with open(tmp / "confusion" / f"{m.replace('+', '_')}_{name}.csv", "w", newline="") as f:
                     writer = csv.writer(f)
                     writer.writerow(["actual", "predicted"])
                     writer.writerows((classes[a], classes[b]) for a, b in zip(y_true, saved[f"{m}/{s}/{clf}"]))
@@ -202,5 +223,6 @@ def render_reports(predictions: str | os.PathLike, curves_dir: str | os.PathLike
                         summed[m][s] = summed[m][s] + np.array(per_scale[s])
             confusion_grid(summed, classes, tmp / "kfold_confusion.png",
                            f"k-fold confusion matrices summed over {len(kfold_confusions)} folds")
+        assembled_contact_sheet(assembled, tmp / "contact_sheet.png", seed)
         written = sorted(p.name for p in tmp.glob("*.png"))
     return written

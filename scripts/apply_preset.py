@@ -7,16 +7,17 @@ A preset has the shape of params.yaml, holding only what differs. Merge rule: ev
 in a preset section replaces that key's whole value (so `extract.options`, `arch_options`,
 `augment` or `kfold_test.folds` come from the preset in full, never half-merged with the
 old value); keys the preset does not name keep their value; a top-level scalar (`seed`)
-replaces the old one. Every section and key must already exist in params.yaml, and the
-dataset reader and its options must be known, so a typo fails here instead of mid-pipeline.
+replaces the old one. Every section and key must already exist in params.yaml (it holds every
+key), and the merged file must pass every section's schema (`mrfer.sections`), so a typo or a
+bad value fails here instead of mid-pipeline.
 Comments in params.yaml are kept.
 """
 from __future__ import annotations
 
 import argparse
-import importlib
 import io
 import sys
+import tempfile
 from pathlib import Path
 
 from ruamel.yaml import YAML
@@ -27,29 +28,10 @@ class PresetError(ValueError):
     """The preset does not fit params.yaml."""
 
 
-# Where each section's allowed keys (with defaults) live; imported only for a key that
-# params.yaml does not spell out (some importers pull in torch, which takes seconds).
-DEFAULTS_OF = {
-    "synthesize": "mrfer.data.synthetic", "extract": "mrfer.data.extract",
-    "downsample": "mrfer.data.downsample", "assemble": "mrfer.data.assemble",
-    "pretrain_base": "mrfer.train.base", "multires_finetune": "mrfer.train.multires",
-    "fsr_train": "mrfer.train.fsr", "classify": "mrfer.eval.classify",
-}
-
-
 def _import_path() -> None:
     root = str(Path(__file__).resolve().parents[1])  # works without the editable install too
     if root not in sys.path:
         sys.path.insert(0, root)
-
-
-def allowed_keys(name: str, params_section: dict) -> set:
-    """Keys a section may hold: those params.yaml names, plus the stage's DEFAULTS."""
-    keys = set(params_section)
-    if name in DEFAULTS_OF:
-        _import_path()
-        keys |= set(importlib.import_module(DEFAULTS_OF[name]).DEFAULTS)
-    return keys
 
 
 def _yaml() -> YAML:
@@ -69,18 +51,6 @@ def load(path: Path):
     return data
 
 
-def check_reader(extract: dict, where: str) -> None:
-    """The dataset reader exists and every option is one it takes."""
-    _import_path()
-    from mrfer.data import datasets
-
-    reader = datasets.get(extract["dataset"])
-    unknown = sorted(set(extract.get("options") or {}) - set(reader.defaults))
-    if unknown:
-        raise PresetError(f"{where}: extract.options: unknown option(s) {', '.join(unknown)} for reader "
-                          f"'{reader.name}' (allowed: {', '.join(sorted(reader.defaults)) or 'none'})")
-
-
 def merge(params: dict, preset: dict, where: str = "preset") -> dict:
     """Apply `preset` to `params` in place (see the module doc for the rule) and return it."""
     for name, section in preset.items():
@@ -96,18 +66,28 @@ def merge(params: dict, preset: dict, where: str = "preset") -> dict:
         target = params[name]
         if not isinstance(target, dict):
             raise PresetError(f"{where}: '{name}' is a single value in params.yaml, not a section")
-        extra = [key for key in section if key not in target]
-        if extra:
-            allowed = allowed_keys(name, target)
-            unknown = [key for key in extra if key not in allowed]
-            if unknown:
-                raise PresetError(f"{where}: unknown key(s) in section '{name}': {', '.join(unknown)} "
-                                  f"(allowed: {', '.join(sorted(allowed))})")
+        unknown = [key for key in section if key not in target]
+        if unknown:  # params.yaml holds every key, so anything else is a typo
+            raise PresetError(f"{where}: unknown key(s) in section '{name}': {', '.join(unknown)} "
+                              f"(allowed: {', '.join(target)})")
         for key, value in section.items():
             target[key] = value
-    if "extract" in preset:
-        check_reader(params["extract"], where)
     return params
+
+
+def validate(text: str, where: str) -> None:
+    """Every section of the merged params through its schema: a bad value fails here, not mid-pipeline."""
+    _import_path()
+    from mrfer import sections
+    from mrfer.errors import ParamsError
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "params.yaml"
+        path.write_text(text)
+        try:
+            sections.validate_all(path)
+        except ParamsError as e:
+            raise PresetError(f"{where}: " + str(e).replace(f"{path}: ", "", 1)) from None
 
 
 def render(data) -> str:
@@ -124,10 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         merged = render(merge(load(args.params), load(args.preset), where=str(args.preset)))
+        validate(merged, str(args.preset))
     except (OSError, PresetError) as e:
         print(f"apply_preset: {e}", file=sys.stderr)
         return 2
-    except (ValueError, YAMLError) as e:  # an unknown dataset reader (DatasetError), bad YAML
+    except YAMLError as e:
         print(f"apply_preset: {args.preset}: {e}", file=sys.stderr)
         return 2
     if args.dry_run:

@@ -1,28 +1,27 @@
-"""classify: every model x every scale -> sklearn classifier on embeddings + the net's own head.
+"""classify: every model x every scale -> the net's own head and sklearn classifiers on embeddings.
 
-Writes reports/classify.json (metrics), reports/classify.md (readable table),
-reports/accuracy_vs_resolution/<model>.csv (plot data) and data/classify/predictions.npz
-(test predictions and HR embeddings, for the plots stage).
+Writes the metrics JSON, a readable Markdown table, one accuracy-vs-resolution CSV per model
+(plot data) and the test predictions + HR embeddings (for the plots stage).
 """
 import argparse
 
-from mrfer import cli, params
+from mrfer import cli, config
 from mrfer.data import downsample
 from mrfer.eval import classify
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--data", default="data/assembled")
-    parser.add_argument("--models", default="models")
-    parser.add_argument("--report", default="reports/classify.json")
-    parser.add_argument("--table", default="reports/classify.md")
-    parser.add_argument("--curves", default="reports/accuracy_vs_resolution")
-    parser.add_argument("--predictions", default="data/classify/predictions.npz")
+    parser.add_argument("--params", default="params.yaml", help="sections classify, downsample.scales")
+    parser.add_argument("--data", required=True, help="assembled data (data/assembled)")
+    parser.add_argument("--models", required=True, help="folder holding <model>.pt (and fsr.pt for +fsr)")
+    parser.add_argument("--report", required=True, help="metrics JSON to write")
+    parser.add_argument("--table", required=True, help="Markdown table to write")
+    parser.add_argument("--curves", required=True, help="folder to write, one <model>.csv each")
+    parser.add_argument("--predictions", required=True, help="test predictions and embeddings (.npz) to write")
     args = parser.parse_args()
-    cfg = params.section(args.params, "classify", allowed=classify.DEFAULTS)
-    scales = params.section(args.params, "downsample", allowed=downsample.DEFAULTS)["scales"]
+    cfg = config.load_section(args.params, "classify", classify.ClassifyParams)
+    scales = config.load_section(args.params, "downsample", downsample.DownsampleParams).scales
     classify.classify(cfg, args.data, args.models, scales, args.report, args.table, args.curves, args.predictions)
 
 

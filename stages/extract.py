@@ -1,26 +1,27 @@
 """extract: read a raw FER dataset (any registered reader), crop and align every face.
 
-Writes data/extracted/{faces.npy,manifest.csv} and reports/extract.json (counts per class and
-every skipped input with its reason). `--export-folders DIR` instead writes the extracted faces
-as DIR/<class>/*.png for people to look at.
+Reads the dataset at `extract.root` (params.yaml holds that path once; dvc.yaml names it as a
+dep through `${extract.root}`). Writes --out/{faces.npy,manifest.csv} and --report (counts per
+class and every skipped input with its reason). `--export-folders DIR` instead writes the
+already extracted faces in --out as DIR/<class>/*.png for people to look at.
 """
 import argparse
 
-from mrfer import cli, params
+from mrfer import cli, config
 from mrfer.data import extract
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--out", default="data/extracted")
-    parser.add_argument("--report", default="reports/extract.json")
-    parser.add_argument("--export-folders", metavar="DIR", help="export data/extracted as class folders and exit")
+    parser.add_argument("--params", default="params.yaml", help="section extract")
+    parser.add_argument("--out", required=True, help="folder to write faces.npy + manifest.csv (data/extracted)")
+    parser.add_argument("--report", required=True, help="extract report JSON to write (reports/extract.json)")
+    parser.add_argument("--export-folders", metavar="DIR", help="export --out as class folders and exit")
     args = parser.parse_args()
     if args.export_folders:
         extract.export_folders(args.out, args.export_folders)
         return
-    cfg = params.section(args.params, "extract", allowed=extract.DEFAULTS)
+    cfg = config.load_section(args.params, "extract", extract.ExtractParams)
     extract.extract(cfg, out_dir=args.out, report_path=args.report)
 
 

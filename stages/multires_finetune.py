@@ -1,27 +1,31 @@
-"""multires-finetune: MAFER's cross-resolution step + FER fine-tune, from the base model.
+"""multires-finetune: the cross-resolution step (frozen base as teacher) + FER fine-tune, from
+the base model.
 
-Writes models/multires.pt, reports/multires_finetune.json (test metrics at every scale) and
-dvclive/multires_finetune/step{1,2}. Runs under torchrun for DDP like pretrain-base.
+Writes the model file, a report (test metrics at every scale) and dvclive curves under
+<live>/step1 and <live>/step2. Runs under torchrun for DDP like pretrain-base.
 """
 import argparse
 
-from mrfer import cli, params
+from mrfer import cli, config
 from mrfer.data import downsample
 from mrfer.train import multires
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--data", default="data/assembled")
-    parser.add_argument("--base", default="models/base.pt")
-    parser.add_argument("--out", default="models/multires.pt")
-    parser.add_argument("--report", default="reports/multires_finetune.json")
+    parser.add_argument("--params", default="params.yaml",
+                        help="sections multires_finetune, downsample.scales, downsample.kernel")
+    parser.add_argument("--data", required=True, help="assembled data (data/assembled)")
+    parser.add_argument("--base", required=True, help="the base model: student start and frozen teacher")
+    parser.add_argument("--out", required=True, help="model file to write (models/multires.pt)")
+    parser.add_argument("--report", required=True, help="metrics JSON to write")
+    parser.add_argument("--live", required=True, help="dvclive directory for the training curves")
+    parser.add_argument("--resume-dir", required=True, help="folder of the per-epoch resume checkpoints")
     args = parser.parse_args()
-    cfg = params.section(args.params, "multires_finetune", allowed=multires.DEFAULTS)
-    ds = params.section(args.params, "downsample", allowed=downsample.DEFAULTS)
+    cfg = config.load_section(args.params, "multires_finetune", multires.MultiresFinetuneParams)
+    ds = config.load_section(args.params, "downsample", downsample.DownsampleParams)
     multires.fit_multires(cfg, data=args.data, base=args.base, out=args.out, report=args.report,
-                          scales=ds["scales"], kernel=ds["kernel"])
+                          scales=ds.scales, kernel=ds.kernel, live_dir=args.live, resume_dir=args.resume_dir)
 
 
 if __name__ == "__main__":

@@ -1,32 +1,39 @@
-"""plots: the figures people look at, in reports/plots/.
+"""plots: the figures people look at.
 
 t-SNE of test embeddings per model, confusion matrices (counts and row-normalised) at full
-resolution and at the lowest one, accuracy vs resolution, training curves (from dvclive), and
-k-fold confusion summed over folds. Also the confusion CSVs that `dvc plots` draws.
+resolution and at the lowest one, accuracy vs resolution, training curves (from dvclive), k-fold
+confusion summed over folds, and a contact sheet of test faces per class at three resolutions.
+Also the confusion CSVs that `dvc plots` draws.
 """
 import argparse
-import glob
 import logging
+from pathlib import Path
 
-from mrfer import cli, params, plots
+from mrfer import cli, config, plots
 
-RUNS = {"pretrain-base": "dvclive/pretrain_base/plots/metrics",
-        "multires step 1 (cross-resolution)": "dvclive/multires_finetune/step1/plots/metrics",
-        "multires step 2 (fine-tune)": "dvclive/multires_finetune/step2/plots/metrics",
-        "fsr-train": "dvclive/fsr_train/plots/metrics"}
+
+def run_arg(text: str) -> tuple[str, str]:
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=DIR, got {text!r}")
+    return name, path
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--predictions", default="data/classify/predictions.npz")
-    parser.add_argument("--curves", default="reports/accuracy_vs_resolution")
-    parser.add_argument("--kfold", default="data/kfold/*/confusion.json", help="glob of fold confusion files")
-    parser.add_argument("--out", default="reports/plots")
+    parser.add_argument("--params", default="params.yaml", help="the shared seed")
+    parser.add_argument("--predictions", required=True, help="classify's test predictions (.npz)")
+    parser.add_argument("--curves", required=True, help="classify's accuracy-vs-resolution CSV folder")
+    parser.add_argument("--kfold", required=True, help="folder of <fold>/confusion.json")
+    parser.add_argument("--assembled", required=True, help="assembled data (contact sheet of test faces)")
+    parser.add_argument("--live-run", type=run_arg, action="append", default=[], metavar="NAME=DIR",
+                        help="a training-curve panel: its title and dvclive plots/metrics folder (repeatable)")
+    parser.add_argument("--out", required=True, help="folder to write (PNGs + confusion CSVs)")
     args = parser.parse_args()
-    seed = params.load(args.params).get("seed", 0)
-    written = plots.render_reports(args.predictions, args.curves, RUNS, sorted(glob.glob(args.kfold)),
-                                   args.out, seed=seed)
+    seed = config.load_seed(args.params)
+    confusions = sorted(str(p) for p in Path(args.kfold).glob("*/confusion.json"))
+    written = plots.render_reports(args.predictions, args.curves, dict(args.live_run), confusions,
+                                   args.assembled, args.out, seed=seed)
     logging.getLogger("mrfer").info("wrote %s", ", ".join(written))
 
 

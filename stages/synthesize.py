@@ -6,7 +6,7 @@ landmarks for every frame, so `dvc repro` runs end to end with no download.
 import argparse
 import logging
 
-from mrfer import cli, params
+from mrfer import cli, config
 from mrfer.data import synthetic
 from mrfer.io import write_json
 
@@ -15,12 +15,11 @@ log = logging.getLogger("synthesize")
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params", default="params.yaml", help="params file with a `synthesize` section")
-    parser.add_argument("--out", default="data/raw/synthetic", help="dataset root to (re)write")
-    parser.add_argument("--report", default="reports/synthesize.json", help="summary JSON")
+    parser.add_argument("--params", default="params.yaml", help="section synthesize (+ the shared seed)")
+    parser.add_argument("--out", required=True, help="dataset root to (re)write (data/raw/synthetic)")
+    parser.add_argument("--report", required=True, help="summary JSON to write (reports/synthesize.json)")
     args = parser.parse_args()
-
-    cfg = params.section(args.params, "synthesize", allowed=synthetic.DEFAULTS)
+    cfg = config.load_section(args.params, "synthesize", synthetic.SynthesizeParams)
     summary = synthetic.synthesize(cfg, args.out, progress=True)
     write_json(args.report, summary)
     log.info("summary written to %s", args.report)

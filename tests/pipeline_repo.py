@@ -27,9 +27,10 @@ TINY = {
 }
 
 
-def run(cmd: list[str], cwd: Path, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
+def run(cmd: list[str], cwd: Path, check: bool = True, timeout: int = 900,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "OMP_NUM_THREADS": "1",
-           "DVC_NO_ANALYTICS": "1", "GIT_CONFIG_NOSYSTEM": "1"}
+           "DVC_NO_ANALYTICS": "1", "GIT_CONFIG_NOSYSTEM": "1", **(env or {})}
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")

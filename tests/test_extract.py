@@ -1,18 +1,37 @@
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+import yaml
 
 from ckplus_fixture import face_landmarks, make_ckplus
+from mrfer import config as params_config
 from mrfer.data import extract, faces, shards
 from mrfer.data.records import Record
-from mrfer.errors import DatasetError
+from mrfer.errors import DatasetError, InputError, ParamsError
+
+REPO = Path(__file__).resolve().parents[1]
 
 
-def config(root, **overrides):
-    return {**extract.DEFAULTS, "root": str(root), "size": 32, "seed": 0, **overrides}
+def repo_section(name: str) -> dict:
+    return yaml.safe_load((REPO / "params.yaml").read_text())[name]
+
+
+def config(root, **overrides) -> extract.ExtractParams:
+    """The repo's `extract` section, on the dataset at `root`, 32 px, plus `overrides`."""
+    return extract.ExtractParams.model_validate({**repo_section("extract"), "root": str(root), "size": 32,
+                                                 **overrides})
+
+
+def write_params(tmp_path: Path, **extract_overrides) -> Path:
+    """params.yaml with the repo's extract section updated by `extract_overrides`."""
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({"extract": {**repo_section("extract"), **extract_overrides}}))
+    return path
 
 
 def run(tmp_path, cfg):
@@ -41,8 +60,8 @@ def test_contempt_kept_as_eighth_class(tmp_path):
 
 
 def test_bad_config_and_empty_dataset_fail_clearly(tmp_path):
-    with pytest.raises(ValueError, match="extract.color"):
-        extract.extract(config(tmp_path, color="cmyk"), tmp_path / "o", tmp_path / "r.json")
+    with pytest.raises(ParamsError, match="extract.color"):
+        params_config.load_section(write_params(tmp_path, color="cmyk"), "extract", extract.ExtractParams)
     with pytest.raises(DatasetError, match="cohn-kanade-images"):
         extract.extract(config(tmp_path), tmp_path / "o", tmp_path / "r.json")
     assert not (tmp_path / "o").exists()
@@ -52,7 +71,7 @@ def test_all_images_unreadable_leaves_no_output(tmp_path):
     root = tmp_path / "folders"
     (root / "happy").mkdir(parents=True)
     (root / "happy" / "a.png").write_bytes(b"garbage")
-    with pytest.raises(ValueError, match="no face could be extracted"):
+    with pytest.raises(DatasetError, match="no face could be extracted"):
         extract.extract(config(root, dataset="folders", options={}), tmp_path / "o", tmp_path / "r.json")
     assert not (tmp_path / "o").exists()
 
@@ -118,3 +137,62 @@ def test_export_folders(tmp_path):
     written = sorted(p.parent.name for p in (tmp_path / "export").rglob("*.png"))
     assert len(written) == n == 19
     assert set(written) == {"neutral", "disgust", "happy", "surprise", "angry", "fear"}
+
+
+def test_repo_params_validate():
+    cfg = params_config.load_section(REPO / "params.yaml", "extract", extract.ExtractParams)
+    assert cfg.dataset == "ckplus" and cfg.size >= 32
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"size": "big"}, r"extract\.size = 'big'"),
+    ({"size": 16}, r"extract\.size = 16: .*greater than or equal to 32"),
+    ({"margin": -0.1}, r"extract\.margin = -0\.1"),
+    ({"contempt": "merge"}, r"extract\.contempt = 'merge': .*'drop' or 'keep'"),
+    ({"no_face": "guess"}, r"extract\.no_face = 'guess'"),
+    ({"dataset": "nope"}, r"extract\.dataset = 'nope': not a registered reader \(known: .*ckplus"),
+    ({"options": {"apexframes": 3}},
+     r"extract\.options = \{'apexframes': 3\}: dataset 'ckplus': unknown option\(s\) apexframes "
+     r"\(allowed: apex_frames, frames, neutral_frames\)"),
+    ({"options": {"class_map": {}}}, r"extract\.options = .*unknown option\(s\) class_map"),
+    ({"sizes": 64}, r"extract\.sizes is not a key of this section \(allowed: .*size"),
+])
+def test_bad_params_name_file_key_and_value(tmp_path, overrides, message):
+    path = write_params(tmp_path, **overrides)
+    with pytest.raises(ParamsError, match=rf"^{path}: {message}"):
+        params_config.load_section(path, "extract", extract.ExtractParams)
+
+
+def test_a_missing_key_is_an_error(tmp_path):
+    section = {k: v for k, v in repo_section("extract").items() if k != "no_face"}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({"extract": section}))
+    with pytest.raises(ParamsError, match="extract.no_face is missing"):
+        params_config.load_section(path, "extract", extract.ExtractParams)
+
+
+def test_options_follow_the_chosen_reader():
+    cfg = config("x", dataset="folders", options={"subject_regex": "^(S\\d+)_"})
+    assert cfg.options == {"subject_regex": "^(S\\d+)_"}
+    assert config("x", options={}).options == {}
+
+
+def test_export_folders_refuses_a_manifest_that_does_not_fit(tmp_path):
+    run(tmp_path, config(make_ckplus(tmp_path / "ck")))
+    rows = (tmp_path / "out" / "manifest.csv").read_text().splitlines()
+    (tmp_path / "out" / "manifest.csv").write_text("\n".join(rows[:-1]) + "\n")
+    with pytest.raises(InputError, match="19 faces but manifest.csv has 18 rows"):
+        extract.export_folders(tmp_path / "out", tmp_path / "export")
+    assert not (tmp_path / "export").exists()
+
+
+def test_stage_script_paths_are_required_and_bad_params_are_one_line(tmp_path):
+    result = subprocess.run([sys.executable, "stages/extract.py", "--params", str(write_params(tmp_path))],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 2 and "--out" in result.stderr and "--report" in result.stderr
+    result = subprocess.run([sys.executable, "stages/extract.py", "--params", str(write_params(tmp_path, size="big")),
+                             "--out", str(tmp_path / "o"), "--report", str(tmp_path / "r.json")],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"{tmp_path / 'params.yaml'}: extract.size = 'big'" in result.stderr
+    assert not (tmp_path / "o").exists()

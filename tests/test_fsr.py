@@ -10,11 +10,14 @@ import torch
 import yaml
 
 from assembled_fixture import make_assembled
-from mrfer import nets
+from mrfer import config, nets
 from mrfer.data import shards
-from mrfer.errors import ParamsError
-from mrfer.nets.fsr import (FSRCritic, FSRGenerator, check_target, embedding_from_target, sample_weights,
-                            target_features, wgan_div_penalty)
+from mrfer.data.downsample import DownsampleParams
+from mrfer.errors import InputError, ParamsError
+from mrfer.infer import encode_targets, fsr_features
+from mrfer.nets.fsr import (FSRCritic, FSRGenerator, FSRModel, check_target, embedding_from_target,
+                            fer_fingerprint, load_fsr, sample_weights, super_resolve, target_features,
+                            wgan_div_penalty)
 from mrfer.nets import checkpoint
 from mrfer.train import base, fsr
 from mrfer.transforms import prepare, stats_tensors
@@ -25,6 +28,16 @@ TINY = {"blocks": 1, "channels": 16, "growth": 8, "dense_layers": 3, "critic_cha
         "pretrain_epochs": 3, "epochs": 1, "batch_size": 16, "pretrain_lr": 2e-3, "lr": 1e-4}
 
 
+def raw_section(name: str) -> dict:
+    """The repo's params.yaml section `name`, as a plain dict to override."""
+    return yaml.safe_load((REPO / "params.yaml").read_text())[name]
+
+
+def fsr_config(seed: int, **overrides) -> fsr.FsrTrainParams:
+    """The repo's fsr_train params with TINY networks and schedule, plus `overrides`."""
+    return fsr.FsrTrainParams.model_validate({**raw_section("fsr_train"), **TINY, **overrides, "seed": seed})
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     return make_assembled(tmp_path_factory.mktemp("assembled"), scales=SCALES)
@@ -33,8 +46,9 @@ def data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def base_model(data, tmp_path_factory):
     out = tmp_path_factory.mktemp("base")
-    cfg = {**base.DEFAULTS, "seed": 3, "arch_options": {"width": 0.125}, "epochs": 3, "batch_size": 16,
-           "lr": 3e-3, "head_lr": 3e-3}
+    cfg = base.PretrainBaseParams.model_validate({
+        **raw_section("pretrain_base"), "seed": 3, "arch_options": {"width": 0.125}, "epochs": 3, "batch_size": 16,
+        "lr": 3e-3, "head_lr": 3e-3})
     base.fit_base(cfg, data, out / "base.pt", out / "base.json", SCALES, live_dir=None, resume=None)
     return out / "base.pt"
 
@@ -51,13 +65,14 @@ def trained(data, base_model, tmp_path_factory):
         used.append(model)
         return model, meta
 
+    cfg = fsr_config(5)
     fsr.checkpoint.load_model = spy
     try:
-        report = fsr.fit_fsr({**fsr.DEFAULTS, "seed": 5, **TINY}, data, base_model, out / "fsr.pt",
-                             out / "fsr.json", SCALES, live_dir=str(out / "live"))
+        report = fsr.fit_fsr(cfg, data, base_model, out / "fsr.pt", out / "fsr.json", SCALES,
+                             live_dir=str(out / "live"))
     finally:
         fsr.checkpoint.load_model = real_load
-    return {"report": report, "out": out, "fer_used": used[0]}
+    return {"report": report, "out": out, "fer_used": used[0], "cfg": cfg}
 
 
 def slim_covpool():
@@ -119,7 +134,7 @@ def test_bad_target_shapes_and_targets_are_errors():
     with pytest.raises(ValueError, match="one of"):
         FSRCritic("logits", (7,))
     cnn = nets.build("baseline_cnn", 3, in_chans=1, image_size=32, width=0.125)
-    with pytest.raises(ValueError, match="covpool"):
+    with pytest.raises(InputError, match="covpool"):
         check_target(cnn, "covariance")
     assert check_target(cnn, "auto") == "feature_map"
     assert check_target(slim_covpool(), "auto") == "covariance"
@@ -152,7 +167,32 @@ def test_sample_weights_formula():
     assert torch.allclose(sample_weights(p, offset=1.0), torch.tensor([1.0, 0.25, 0.0, 0.01]))
 
 
+# ---------------------------------------------------------------- params
+
+
+def test_repo_params_validate_and_fer_model_is_not_a_param():
+    cfg = config.load_section(REPO / "params.yaml", "fsr_train", fsr.FsrTrainParams)
+    assert cfg.reduction in fsr.REDUCTIONS and cfg.reweight_from in fsr.REWEIGHT_FROM
+    assert "fer_model" not in fsr.FsrTrainParams.model_fields
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("reduction", "max", "reduction"), ("reweight_from", "lr", "reweight_from"), ("batch_size", 1, "batch_size"),
+    ("betas", [0.5], "betas"), ("scales", ["x4", "4x"], "scales"), ("scales", [], "scales"),
+    ("val_scale", "big", "val_scale"), ("epochs", -1, "epochs"), ("target", "logits", "target"),
+    ("fer_model", "models/base.pt", "fer_model")])
+def test_bad_params_are_refused_before_any_work(key, value, match):
+    params = {"seed": 1, "fsr_train": {**raw_section("fsr_train"), key: value}}
+    with pytest.raises(ParamsError, match=match):
+        config.load_section("params.yaml", "fsr_train", fsr.FsrTrainParams, data=params)
+
+
 # ---------------------------------------------------------------- training
+
+
+def test_fit_reads_every_key(trained):
+    cfg = trained["cfg"]
+    assert config.reads(cfg, "fsr_train") == config.leaves(cfg, "fsr_train")
 
 
 def test_fer_model_stays_frozen(trained, base_model):
@@ -167,13 +207,13 @@ def test_fer_model_stays_frozen(trained, base_model):
 
 def test_fit_reduces_feature_mse_on_train_pairs(trained, data, base_model):
     fer, meta = checkpoint.load_model(base_model)
-    model = fsr.load_fsr(trained["out"] / "fsr.pt", fer_meta=meta)
+    model = load_fsr(trained["out"] / "fsr.pt", fer_meta=meta)
     hr, _ = shards.load_xy(data, "train")
-    hr_t, _ = fsr.encode(fer, model.target, hr, meta["mean"], meta["std"])
+    hr_t, _ = encode_targets(fer, model.target, hr, meta["mean"], meta["std"])
     for scale in SCALES:
         lr, _ = shards.load_xy(data, "train", scale)
-        lr_t, _ = fsr.encode(fer, model.target, lr, meta["mean"], meta["std"])
-        _, _, sr_mse = fsr.super_resolve(fer, model.generator, model.target, lr_t, hr_targets=hr_t)
+        lr_t, _ = encode_targets(fer, model.target, lr, meta["mean"], meta["std"])
+        _, _, sr_mse = super_resolve(fer, model.generator, model.target, lr_t, hr_targets=hr_t)
         lr_mse = float(torch.nn.functional.mse_loss(lr_t, hr_t))
         assert sr_mse < 0.8 * lr_mse, (scale, sr_mse, lr_mse)
 
@@ -199,7 +239,7 @@ def test_model_file_report_and_live_curves(trained, base_model):
 
 
 def test_same_seed_same_generator(data, base_model, tmp_path):
-    cfg = {**fsr.DEFAULTS, **TINY, "seed": 1, "target": "embedding", "pretrain_epochs": 1, "epochs": 1}
+    cfg = fsr_config(1, target="embedding", pretrain_epochs=1, epochs=1)
     for name in ("a", "b"):
         fsr.fit_fsr(cfg, data, base_model, tmp_path / f"{name}.pt", tmp_path / f"{name}.json", SCALES, live_dir=None)
     a, b = (checkpoint.load(tmp_path / f"{n}.pt") for n in ("a", "b"))
@@ -218,15 +258,15 @@ def test_covariance_target_trains_on_a_covpool_model(data, tmp_path):
         "arch": "covpool", "options": {"width": 0.125, "cov_channels": 16, "embed_dim": 32},
         "classes": stats["classes"], "size": 32, "channels": 1, "mean": stats["mean"], "std": stats["std"],
         "params_hash": "covtest"})
-    cfg = {**fsr.DEFAULTS, **TINY, "seed": 2, "pretrain_epochs": 1, "epochs": 1}
+    cfg = fsr_config(2, pretrain_epochs=1, epochs=1)
     report = fsr.fit_fsr(cfg, data, tmp_path / "cov.pt", tmp_path / "fsr.pt", tmp_path / "fsr.json", SCALES,
                          live_dir=None)
     assert report["target"] == "covariance"
     fer, meta = checkpoint.load_model(tmp_path / "cov.pt")
-    trained_fsr = fsr.load_fsr(tmp_path / "fsr.pt", fer_meta=meta)
+    trained_fsr = load_fsr(tmp_path / "fsr.pt", fer_meta=meta)
     assert trained_fsr.meta["shape"] == [16, 16]
     images, _ = shards.load_xy(data, "test", "x4")
-    features, logits = fsr.fsr_features(fer, trained_fsr, images, meta["mean"], meta["std"])
+    features, logits = fsr_features(fer, trained_fsr, images, meta["mean"], meta["std"])
     assert features.shape == (len(images), 32) and torch.isfinite(features).all()
     assert torch.allclose(logits, fer.head(features), atol=1e-5)
 
@@ -237,46 +277,47 @@ def test_covariance_target_trains_on_a_covpool_model(data, tmp_path):
 def test_identity_fsr_gives_the_plain_features(base_model, data):
     fer, meta = checkpoint.load_model(base_model)
     images, _ = shards.load_xy(data, "test", "x2")
-    identity = fsr.FSRModel(FSRGenerator("feature_map", [64, 4, 4], blocks=1, channels=8, growth=4, dense_layers=2),
-                            None, {"target": "feature_map", "fer_fingerprint": fsr.fer_fingerprint(fer),
-                                   "fer_params_hash": meta["params_hash"], "fer_model": str(base_model),
-                                   "mean": meta["mean"], "std": meta["std"]})
-    features, logits = fsr.fsr_features(fer, identity, images, meta["mean"], meta["std"], batch_size=10)
+    identity = FSRModel(FSRGenerator("feature_map", [64, 4, 4], blocks=1, channels=8, growth=4, dense_layers=2),
+                        None, {"target": "feature_map", "fer_fingerprint": fer_fingerprint(fer),
+                               "fer_params_hash": meta["params_hash"], "fer_model": str(base_model),
+                               "mean": meta["mean"], "std": meta["std"]})
+    features, logits = fsr_features(fer, identity, images, meta["mean"], meta["std"], batch_size=10)
     m, s = stats_tensors(meta["mean"], meta["std"], "cpu")
     with torch.no_grad():
         x = prepare(torch.from_numpy(np.ascontiguousarray(images)), m, s)
         assert torch.allclose(features, fer.features(x), atol=1e-5)
         assert torch.allclose(logits, fer(x), atol=1e-5)
-    with pytest.raises(ValueError, match="normalisation"):
-        fsr.fsr_features(fer, identity, images, [0.0], meta["std"])
+    with pytest.raises(InputError, match="normalisation"):
+        fsr_features(fer, identity, images, [0.0], meta["std"])
 
 
 def test_fsr_refuses_another_fer_model(trained, base_model, data):
     path = trained["out"] / "fsr.pt"
     fer, meta = checkpoint.load_model(base_model)
-    model = fsr.load_fsr(path)
+    model = load_fsr(path)
     images, _ = shards.load_xy(data, "test", "x4")
-    features, logits = fsr.fsr_features(fer, model, images, meta["mean"], meta["std"])
+    features, logits = fsr_features(fer, model, images, meta["mean"], meta["std"])
     assert features.shape == (24, fer.embedding_dim) and logits.shape == (24, 3)
     other, _ = checkpoint.load_model(base_model)
     with torch.no_grad():
         other.head.weight[0, 0] += 1e-3
-    with pytest.raises(ValueError, match=f"{path}.*other weights"):
-        fsr.fsr_features(other, model, images, meta["mean"], meta["std"])
-    with pytest.raises(ValueError, match=f"{path}.*params_hash"):
-        fsr.load_fsr(path, fer_meta={**meta, "params_hash": "0123456789abcdef"})
+    with pytest.raises(InputError, match=f"{path}.*other weights"):
+        fsr_features(other, model, images, meta["mean"], meta["std"])
+    with pytest.raises(InputError, match=f"{path}.*params_hash"):
+        load_fsr(path, fer_meta={**meta, "params_hash": "0123456789abcdef"})
 
 
 def test_stage_script_runs_with_params(data, base_model, tmp_path, monkeypatch):
-    params = {"seed": 4, "downsample": {"scales": SCALES},
-              "fsr_train": {**TINY, "pretrain_epochs": 1, "epochs": 1, "target": "embedding"}}
+    params = {"seed": 4, "downsample": {**raw_section("downsample"), "scales": SCALES},
+              "fsr_train": {**raw_section("fsr_train"), **TINY, "pretrain_epochs": 1, "epochs": 1,
+                            "target": "embedding"}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     script = runpy.run_path(str(REPO / "stages" / "fsr_train.py"))  # as a module: main() not run yet
-    monkeypatch.chdir(tmp_path)  # dvclive/ lands here
-    params["fsr_train"]["fer_model"] = str(base_model)  # from params; --fer-model would override it
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)  # relative outputs land here
     monkeypatch.setattr(sys, "argv", ["fsr_train.py", "--params", "params.yaml", "--data", str(data),
-                                      "--out", "fsr.pt", "--report", "r.json"])
+                                      "--fer-model", str(base_model), "--out", "fsr.pt", "--report", "r.json",
+                                      "--live", "dvclive/fsr_train"])
+    assert config.load_section("params.yaml", "downsample", DownsampleParams).scales == SCALES
     script["main"]()
     assert json.loads((tmp_path / "r.json").read_text())["seed"] == 4
     meta = checkpoint.load(tmp_path / "fsr.pt")["meta"]
@@ -294,7 +335,8 @@ def test_classify_applies_fsr_to_low_resolution_faces_only(trained, base_model, 
     models.mkdir()
     shutil.copy(base_model, models / "base.pt")
     shutil.copy(trained["out"] / "fsr.pt", models / "fsr.pt")
-    cfg = {**classify.DEFAULTS, "models": ["base", "base+fsr"], "classifiers": ["head", "svc"], "seed": 0}
+    cfg = classify.ClassifyParams.model_validate({**raw_section("classify"), "models": ["base", "base+fsr"],
+                                                  "classifiers": ["head", "svc"], "seed": 0})
     classify.classify(cfg, data, models, SCALES, tmp_path / "c.json", tmp_path / "c.md", tmp_path / "curves",
                       tmp_path / "p.npz")
     saved = np.load(tmp_path / "p.npz")

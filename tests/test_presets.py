@@ -27,16 +27,6 @@ apply_preset = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(apply_preset)
 
 
-def section_defaults() -> dict:
-    from mrfer.data import assemble, downsample, extract, synthetic
-    from mrfer.eval import classify
-    from mrfer.train import base, fsr, multires
-
-    return {"synthesize": synthetic.DEFAULTS, "extract": extract.DEFAULTS, "downsample": downsample.DEFAULTS,
-            "assemble": assemble.DEFAULTS, "pretrain_base": base.DEFAULTS,
-            "multires_finetune": multires.DEFAULTS, "fsr_train": fsr.DEFAULTS, "classify": classify.DEFAULTS}
-
-
 def merged_params(name: str, tmp_path: Path, params: Path = REPO / "params.yaml") -> Path:
     out = tmp_path / f"{name}.params.yaml"
     out.write_text(params.read_text())
@@ -56,42 +46,26 @@ def test_one_preset_per_published_setup():
 
 @pytest.mark.parametrize("name", PRESETS)
 def test_preset_gives_params_every_stage_accepts(name, tmp_path):
-    from mrfer import params
-    from mrfer.data import datasets, downsample, extract
-    from mrfer.eval import classify
-    from mrfer.nets import registry, weights
-    from mrfer.train import fsr, kfold
+    from mrfer import sections
+    from mrfer.data import datasets
 
     path = merged_params(name, tmp_path)
-    cfg = {section: params.section(path, section, allowed=allowed)  # unknown keys raise
-           for section, allowed in section_defaults().items()}
-    extract.check_config(cfg["extract"])
-    downsample.check_config(cfg["downsample"])
-    classify.check_config(cfg["classify"])
-    fsr.check_config(cfg["fsr_train"])
-
-    reader = datasets.get(cfg["extract"]["dataset"])
-    assert set(cfg["extract"]["options"]) <= set(reader.defaults)
-    assert cfg["extract"]["root"] == f"data/raw/{reader.name}"
-
+    cfg = sections.validate_all(path)  # every section through its schema: types, ranges, choices
+    extract = cfg["extract"]
+    reader = datasets.get(extract.dataset)
+    assert extract.root == f"data/raw/{reader.name}"
     base = cfg["pretrain_base"]
-    assert set(base["arch_options"] or {}) <= set(registry.default_options(base["arch"]))
-    channels = 1 if cfg["extract"]["color"] == "gray" else 3
-    if base["mean"] is not None:
-        assert len(base["mean"]) == channels
-    if base["weights"]:
-        assert base["weights"]["kind"] in weights.KINDS
-        assert base["weights"]["path"].startswith("models/imported/")
-        assert base["weights"]["path"] in header(name)
+    channels = 1 if extract.color == "gray" else 3
+    if base.mean is not None:
+        assert len(base.mean) == channels
+    if base.weights is not None:
+        assert base.weights.path.startswith("models/imported/")
+        assert base.weights.path in header(name)
     else:
         assert "Weights: none" in header(name)
     assert f"reader `{reader.name}`" in header(name) and f"data/raw/{reader.name}/" in header(name)
-
-    section = yaml.safe_load(path.read_text())["kfold_test"]
-    assert set(section["train"]) <= set(kfold.TRAIN_DEFAULTS)
-    folds = [entry["fold"] for entry in section["folds"].values()]
-    assert all(set(entry) <= set(kfold.TRAIN_DEFAULTS) | {"fold"} for entry in section["folds"].values())
-    assert sorted(folds) == list(range(len(folds))) and len(folds) <= cfg["assemble"]["folds"]
+    folds = sorted(entry.fold for entry in cfg["kfold_test"].folds.values())
+    assert folds == list(range(len(folds))) and len(folds) <= cfg["assemble"].folds
 
 
 MAFER = {"arch": "seresnet50", "arch_options": {"caffe_layout": True},
@@ -189,7 +163,7 @@ def test_dvc_plans_the_pipeline_with_the_preset(name, tmp_path):
     assert {"extract", "downsample", "assemble", "pretrain-base", "multires-finetune", "fsr-train",
             "classify", "kfold-aggregate", "plots"} <= set(planned), planned
     assert sorted(s for s in planned if s.startswith("kfold-test@")) == sorted(f"kfold-test@{k}" for k in folds)
-    assert f"--fer-model {cfg['fsr_train']['fer_model']}" in dry
+    assert "--fer-model models/base.pt" in dry
 
     status = json.loads(run(["dvc", "status", "extract", "--json"], repo).stdout)
     deps = next(entry["changed deps"] for entry in status["extract"] if "changed deps" in entry)

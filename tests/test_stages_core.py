@@ -1,18 +1,19 @@
 """classify, kfold and plots cores on tiny data: shapes, metrics, files written."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+import yaml
 
 from assembled_fixture import make_assembled
-from mrfer import plots
-from mrfer.eval import classify
+from mrfer import config, plots
+from mrfer.errors import ParamsError
+from mrfer.eval import aggregate, classify
 from mrfer.infer import infer
 from mrfer.metrics import summarize
 from mrfer.nets import checkpoint
 from mrfer.train import base, kfold, multires
+from params_fixture import raw_params, section
 
 SCALES = ["x2", "x4"]
 
@@ -22,10 +23,11 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipe")
     data = make_assembled(root / "assembled")
     models = root / "models"
-    cfg = {**base.DEFAULTS, "seed": 1, "arch_options": {"width": 0.125}, "epochs": 4, "batch_size": 16,
-           "lr": 3e-3, "head_lr": 3e-3}
+    cfg = section("pretrain_base", base.PretrainBaseParams, seed=1, arch_options={"width": 0.125}, epochs=4,
+                  batch_size=16, lr=3e-3, head_lr=3e-3)
     base.fit_base(cfg, data, models / "base.pt", root / "base.json", SCALES, live_dir=None, resume=None)
-    mcfg = {**multires.DEFAULTS, "seed": 1, "step1_epochs": 1, "step2_epochs": 1, "batch_size": 16}
+    mcfg = section("multires_finetune", multires.MultiresFinetuneParams, seed=1, step1_epochs=1, step2_epochs=1,
+                   batch_size=16, scales=None)
     multires.fit_multires(mcfg, data, models / "base.pt", models / "multires.pt", root / "mr.json", SCALES,
                           "bicubic_aa", live_dir=None, resume_dir=None)
     return root, data, models
@@ -33,7 +35,8 @@ def trained(tmp_path_factory):
 
 def test_classify_reports_every_model_scale_classifier(trained, tmp_path):
     root, data, models = trained
-    cfg = {**classify.DEFAULTS, "models": ["base", "multires"], "classifiers": ["head", "svc", "logreg"], "seed": 0}
+    cfg = section("classify", classify.ClassifyParams, models=["base", "multires"],
+                  classifiers=["head", "svc", "logreg"], seed=0)
     results = classify.classify(cfg, data, models, SCALES, tmp_path / "c.json", tmp_path / "c.md",
                                 tmp_path / "curves", tmp_path / "pred.npz")
     assert set(results) == {"base", "multires"}
@@ -55,20 +58,24 @@ def test_classify_reports_every_model_scale_classifier(trained, tmp_path):
     assert json.loads((tmp_path / "c.json").read_text()) == results
 
 
-def test_classify_bad_config(trained, tmp_path):
-    _, data, models = trained
-    with pytest.raises(ValueError, match="classifiers"):
-        classify.check_config({**classify.DEFAULTS, "classifiers": ["knn"]})
-    with pytest.raises(ValueError, match="bad entry"):
-        classify.check_config({**classify.DEFAULTS, "models": ["base+gan"]})
+def test_classify_bad_config_is_refused_before_any_work(tmp_path):
+    params = raw_params()
+    for key, value, allowed in (("classifiers", ["knn"], "'head', 'svc' or 'logreg'"),
+                                ("models", ["base+gan"], "'base', 'multires', 'base+fsr' or 'multires+fsr'")):
+        bad = {**params, "classify": {**params["classify"], key: value}}
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(bad))
+        with pytest.raises(ParamsError) as e:
+            config.load_section(tmp_path / "params.yaml", "classify", classify.ClassifyParams)
+        assert f"params.yaml: classify.{key}.0 = {value[0]!r}: Input should be {allowed}" in str(e.value)
 
 
 def test_kfold_fold_and_aggregate(trained, tmp_path):
     _, data, models = trained
-    cfg = {**kfold.TRAIN_DEFAULTS, "seed": 0, "epochs": 1, "batch_size": 16, "models": ["base", "multires"]}
+    cfg = section("kfold_test", kfold.KfoldTestParams).train.model_copy(
+        update={"epochs": 1, "batch_size": 16, "models": ["base", "multires"]})
     reports = []
     for fold in range(3):
-        kfold.run_fold(cfg, fold, data, models, SCALES, "bicubic_aa", 3, tmp_path / f"f{fold}.json",
+        kfold.run_fold(cfg, 0, fold, data, models, SCALES, "bicubic_aa", 3, tmp_path / f"f{fold}.json",
                        tmp_path / f"c{fold}.json")
         reports.append(tmp_path / f"f{fold}.json")
     first = json.loads(reports[0].read_text())
@@ -78,17 +85,17 @@ def test_kfold_fold_and_aggregate(trained, tmp_path):
                                                       if line.split(",")[-2] == "0")
     matrix = np.array(json.loads((tmp_path / "c0.json").read_text())["confusion"]["multires"]["x4"])
     assert matrix.sum() == first["metrics"]["multires"]["x4"]["n"]
-    agg = kfold.aggregate(reports, tmp_path / "kfold.json")
+    agg = aggregate.aggregate(reports, tmp_path / "kfold.json")
     values = [json.loads(r.read_text())["metrics"]["base"]["x2"]["accuracy"] for r in reports]
     assert agg["base"]["x2"]["accuracy_mean"] == round(float(np.mean(values)), 4)
     assert agg["base"]["x2"]["accuracy_std"] == round(float(np.std(values, ddof=1)), 4)
     with pytest.raises(ValueError, match="out of range"):
-        kfold.run_fold(cfg, 5, data, models, SCALES, "bicubic_aa", 3, tmp_path / "x.json", tmp_path / "y.json")
+        kfold.run_fold(cfg, 0, 5, data, models, SCALES, "bicubic_aa", 3, tmp_path / "x.json", tmp_path / "y.json")
 
 
 def test_render_reports_writes_every_png(trained, tmp_path):
     _, data, models = trained
-    cfg = {**classify.DEFAULTS, "models": ["base", "multires"], "classifiers": ["head"], "seed": 0}
+    cfg = section("classify", classify.ClassifyParams, models=["base", "multires"], classifiers=["head"], seed=0)
     classify.classify(cfg, data, models, SCALES, tmp_path / "c.json", tmp_path / "c.md", tmp_path / "curves",
                       tmp_path / "pred.npz")
     live = tmp_path / "live"
@@ -99,10 +106,11 @@ def test_render_reports_writes_every_png(trained, tmp_path):
             "confusion": {"base": {"hr": np.eye(3).tolist(), "x4": np.ones((3, 3)).tolist()}}}
     (tmp_path / "fold.json").write_text(json.dumps(fold))
     written = plots.render_reports(tmp_path / "pred.npz", tmp_path / "curves", {"base": str(live)},
-                                   [str(tmp_path / "fold.json")] * 2, tmp_path / "plots")
-    assert written == ["accuracy_vs_resolution.png", "confusion.png", "kfold_confusion.png", "training_curves.png",
-                       "tsne.png"]
+                                   [str(tmp_path / "fold.json")] * 2, data, tmp_path / "plots", seed=0)
+    assert written == ["accuracy_vs_resolution.png", "confusion.png", "contact_sheet.png", "kfold_confusion.png",
+                       "training_curves.png", "tsne.png"]
     for name in written:
         assert (tmp_path / "plots" / name).read_bytes()[:4] == b"\x89PNG"
     rows = (tmp_path / "plots" / "confusion" / "base_hr.csv").read_text().splitlines()
     assert rows[0] == "actual,predicted" and len(rows) == 1 + 24
+    assert (tmp_path / "plots" / "confusion" / "base_lowest.csv").is_file()  # named whatever the scales

@@ -14,7 +14,8 @@ from assembled_fixture import make_assembled
 from mrfer.nets import checkpoint
 from mrfer.train import base, loop, multires
 from mrfer.train.loader import ArrayLoader
-from mrfer.transforms import AUGMENT_DEFAULTS, affine_grid, augment, prepare, random_scales, stats_tensors
+from mrfer.transforms import Augment, affine_grid, augment, prepare, random_scales, stats_tensors
+from params_fixture import section
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -24,9 +25,13 @@ def data(tmp_path_factory):
     return make_assembled(tmp_path_factory.mktemp("assembled"))
 
 
+TINY_BASE = {"seed": 3, "arch_options": {"width": 0.125}, "epochs": 3, "batch_size": 16, "lr": 3e-3, "head_lr": 3e-3}
+MILD = {"flip": True, "rotate": 4.0, "scale": 0.04, "translate": 0.04, "brightness": 0.1, "contrast": 0.1}
+OFF = {"flip": False, "rotate": 0.0, "scale": 0.0, "translate": 0.0, "brightness": 0.0, "contrast": 0.0}
+
+
 def tiny_cfg(**overrides):
-    return {**base.DEFAULTS, "seed": 3, "arch_options": {"width": 0.125}, "epochs": 3, "batch_size": 16,
-            "lr": 3e-3, "head_lr": 3e-3, **overrides}
+    return section("pretrain_base", base.PretrainBaseParams, **{**TINY_BASE, **overrides})
 
 
 def run_base(data, out_dir, cfg=None, live_dir=None, **kw):
@@ -128,7 +133,8 @@ def test_cross_resolution_loss_trains_only_the_student(data, tmp_path):
 
 def test_multires_finetune_runs_both_steps(data, tmp_path):
     run_base(data, tmp_path)
-    cfg = {**multires.DEFAULTS, "seed": 3, "step1_epochs": 2, "step2_epochs": 1, "batch_size": 16}
+    cfg = section("multires_finetune", multires.MultiresFinetuneParams, seed=3, step1_epochs=2, step2_epochs=1,
+                  batch_size=16, scales=None)
     report = multires.fit_multires(cfg, data, tmp_path / "base.pt", tmp_path / "mr.pt", tmp_path / "mr.json",
                                    ["x2", "x4"], "bicubic_aa", live_dir=str(tmp_path / "live"),
                                    resume_dir=tmp_path / "resume")
@@ -140,9 +146,8 @@ def test_multires_finetune_runs_both_steps(data, tmp_path):
 
 
 def test_probability_schedule():
-    cfg = {"p": 0.2, "p_end": 0.8}
-    assert [round(multires.probability(cfg, e, 4), 3) for e in range(4)] == [0.2, 0.4, 0.6, 0.8]
-    assert multires.probability({"p": 0.5, "p_end": None}, 3, 4) == 0.5
+    assert [round(multires.probability(e, 0.2, 0.8, 4), 3) for e in range(4)] == [0.2, 0.4, 0.6, 0.8]
+    assert multires.probability(3, 0.5, None, 4) == 0.5
 
 
 def test_loader_covers_every_sample_once_and_shards_disjointly():
@@ -158,24 +163,23 @@ def test_loader_covers_every_sample_once_and_shards_disjointly():
 
 def test_augment_is_seeded_and_bounded():
     x = torch.randint(0, 256, (8, 32, 32, 1), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
-    a = augment(x, AUGMENT_DEFAULTS, torch.Generator().manual_seed(0))
-    b = augment(x, AUGMENT_DEFAULTS, torch.Generator().manual_seed(0))
-    c = augment(x, AUGMENT_DEFAULTS, torch.Generator().manual_seed(1))
+    a = augment(x, Augment(**MILD), torch.Generator().manual_seed(0))
+    b = augment(x, Augment(**MILD), torch.Generator().manual_seed(0))
+    c = augment(x, Augment(**MILD), torch.Generator().manual_seed(1))
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert a.shape == (8, 1, 32, 32) and a.dtype == torch.float32 and a.min() >= 0 and a.max() <= 255
-    off = {k: (False if k == "flip" else 0.0) for k in AUGMENT_DEFAULTS}
-    assert torch.allclose(augment(x, off, torch.Generator()), x.permute(0, 3, 1, 2).float(), atol=1e-3)
+    assert torch.allclose(augment(x, Augment(**OFF), torch.Generator()), x.permute(0, 3, 1, 2).float(), atol=1e-3)
 
 
 def test_augment_brightness_and_contrast_pivot_on_the_face_mean():
     x = torch.randint(50, 200, (16, 8, 8, 3), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
-    photometric = {k: (False if k == "flip" else 0.0) for k in AUGMENT_DEFAULTS} | {"contrast": 0.5}
-    out = augment(x, photometric, torch.Generator().manual_seed(0))
+    photometric = OFF | {"contrast": 0.5}
+    out = augment(x, Augment(**photometric), torch.Generator().manual_seed(0))
     face_mean = x.float().mean(dim=(1, 2, 3))
     assert torch.allclose(out.mean(dim=(1, 2, 3)), face_mean, atol=1e-3)  # contrast keeps the mean
     spread = out.std(dim=(1, 2, 3)) / x.float().std(dim=(1, 2, 3))
     assert spread.min() >= 0.5 - 1e-4 and spread.max() <= 1.5 + 1e-4 and spread.std() > 0.05
-    bright = augment(x, photometric | {"contrast": 0.0, "brightness": 0.1}, torch.Generator().manual_seed(0))
+    bright = augment(x, Augment(**photometric | {"contrast": 0.0, "brightness": 0.1}), torch.Generator().manual_seed(0))
     shift = (bright - x.permute(0, 3, 1, 2).float()).flatten(1)
     assert torch.allclose(shift, shift[:, :1].expand_as(shift), atol=1e-3)  # one offset per face
     assert shift.abs().max() <= 25.5 + 1e-3 and shift[:, 0].std() > 1
@@ -199,14 +203,15 @@ def test_prepare_normalises_and_degrades():
 
 def test_ddp_two_processes_on_cpu(data, tmp_path):
     params = tmp_path / "params.yaml"
-    params.write_text(json.dumps({"seed": 3, "downsample": {"scales": ["x2", "x4"]},
-                                  "pretrain_base": {**{k: v for k, v in tiny_cfg().items() if k != "seed"},
-                                                    "epochs": 2, "device": "cpu"}}))
+    pretrain_base = {k: v for k, v in tiny_cfg(epochs=2, device="cpu").model_dump(by_alias=True).items() if k != "seed"}
+    params.write_text(json.dumps({"seed": 3, "downsample": {"scales": ["x2", "x4"], "kernel": "bicubic_aa", "chunk": 64},
+                                  "pretrain_base": pretrain_base}))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          str(REPO / "stages" / "pretrain_base.py"), "--params", str(params), "--data", str(data),
-         "--out", str(tmp_path / "ddp.pt"), "--report", str(tmp_path / "ddp.json")],
+         "--out", str(tmp_path / "ddp.pt"), "--report", str(tmp_path / "ddp.json"), "--live", str(tmp_path / "live"),
+         "--resume", str(tmp_path / "resume.pt")],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "ddp.json").read_text())

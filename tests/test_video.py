@@ -1,4 +1,5 @@
-"""video-train: clips from sequences, windows, votes, the subject split, and a tiny end-to-end run."""
+"""video-train: clips from sequences, windows, votes, the subject split, the params schema, and a
+tiny end-to-end run."""
 import importlib.util
 import json
 import sys
@@ -11,13 +12,14 @@ import torch
 import yaml
 
 from ckplus_fixture import write_sequence
-from mrfer import cli
-from mrfer.data import datasets, labels
+from mrfer import cli, config, infer
+from mrfer.data import clips, datasets, labels
+from mrfer.data.extract import ExtractParams
 from mrfer.data.records import Record, SkipLog
 from mrfer.errors import DatasetError
 from mrfer.data.shards import MANIFEST_FIELDS, write_manifest
 from mrfer.nets import build
-from mrfer.nets import checkpoint
+from mrfer.nets import checkpoint, clip_gru
 from mrfer.train import video
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,12 +46,11 @@ def test_ckplus_all_frames_carry_the_sequence_emotion(tmp_path):
 
 
 def test_reader_options_add_frames_all_only_where_the_reader_has_it():
-    ck = {"dataset": "ckplus", "options": {"apex_frames": 2}}
-    assert video.reader_options(ck, None) == {"apex_frames": 2, "frames": "all"}
-    assert video.reader_options(ck, {"frames": "apex"}) == {"apex_frames": 2, "frames": "apex"}
-    assert video.reader_options({"dataset": "afew", "options": {"max_frames": 16}}, None) == {"max_frames": 16}
-    assert video.reader_options({"dataset": "afew", "options": {"max_frames": 16}},
-                                {"max_frames": 0}) == {"max_frames": 0}
+    assert clips.reader_options("ckplus", {"apex_frames": 2}, None) == {"apex_frames": 2, "frames": "all"}
+    assert clips.reader_options("ckplus", {"apex_frames": 2}, {"frames": "apex"}) == {"apex_frames": 2,
+                                                                                       "frames": "apex"}
+    assert clips.reader_options("afew", {"max_frames": 16}, None) == {"max_frames": 16}
+    assert clips.reader_options("afew", {"max_frames": 16}, {"max_frames": 0}) == {"max_frames": 0}
 
 
 # ---------------------------------------------------------------- windows
@@ -58,21 +59,21 @@ def test_reader_options_add_frames_all_only_where_the_reader_has_it():
 def test_train_windows_lie_inside_the_clip_with_the_window_length():
     gen = torch.Generator().manual_seed(0)
     lengths = np.array([3, 5, 20, 16] * 500)
-    starts = video.train_starts(lengths, 5, gen)
+    starts = clip_gru.train_starts(lengths, 5, gen)
     long = lengths >= 5
     assert (starts >= 0).all() and (starts[long] + 5 <= lengths[long]).all()
     assert (starts[~long] == 0).all()  # a short clip has one window: all of it, padded
     assert set(starts[lengths == 20].tolist()) == set(range(16))  # every start is drawn
     rows = [np.arange(100, 100 + n) for n in (3, 20)]
-    index, true = video.window_batch(rows, [0, 15], 5)
+    index, true = clip_gru.window_batch(rows, [0, 15], 5)
     assert index.shape == (2, 5)
     assert index[1].tolist() == [115, 116, 117, 118, 119] and true[1] == 5
 
 
 def test_short_clips_pad_with_the_last_frame_and_keep_their_length():
-    assert video.window_index(0, 3, 5).tolist() == [0, 1, 2, 2, 2]
-    assert video.true_length(0, 3, 5) == 3
-    index, true = video.window_batch([np.array([7, 8, 9])], [0], 5)
+    assert clip_gru.window_index(0, 3, 5).tolist() == [0, 1, 2, 2, 2]
+    assert clip_gru.true_length(0, 3, 5) == 3
+    index, true = clip_gru.window_batch([np.array([7, 8, 9])], [0], 5)
     assert index.tolist() == [[7, 8, 9, 9, 9]] and true.tolist() == [3]
 
 
@@ -80,11 +81,11 @@ def test_short_clips_pad_with_the_last_frame_and_keep_their_length():
     (20, 8, 4, [0, 4, 8, 12]), (21, 8, 4, [0, 4, 8, 12, 13]), (8, 8, 4, [0]), (5, 8, 4, [0]),
     (30, 16, 8, [0, 8, 14])])
 def test_test_windows_cover_the_clip_with_the_stride(length, window, stride, expected):
-    starts = video.test_starts(length, window, stride)
+    starts = clip_gru.test_starts(length, window, stride)
     assert starts == expected
     covered = set()
     for s in starts:
-        covered |= set(video.window_index(s, length, window).tolist())
+        covered |= set(clip_gru.window_index(s, length, window).tolist())
     assert covered == set(range(length))
     assert min(starts[-1] + window, length) == length  # the last window ends on the last frame
 
@@ -105,11 +106,11 @@ def test_clip_score_is_the_mean_of_window_probabilities():
     feats[4] = torch.tensor([0.0, 0.0, 1.0])
     feats[10] = torch.tensor([0.0, 3.0, 0.0])
     # clip A: rows 0..11, window 8, stride 4 -> windows start at 0 and 4; clip B: rows 10, 11 (padded)
-    scores = video.predict_clips(FirstFrameLogits(), feats, [np.arange(12), np.array([10, 11])], 8, 4)
+    scores = infer.predict_clips(FirstFrameLogits(), feats, [np.arange(12), np.array([10, 11])], 8, 4)
     expected_a = (torch.softmax(feats[0], 0) + torch.softmax(feats[4], 0)).numpy() / 2
     np.testing.assert_allclose(scores[0], expected_a, rtol=1e-6)
     np.testing.assert_allclose(scores[1], torch.softmax(feats[10], 0).numpy(), rtol=1e-6)
-    np.testing.assert_allclose(video.clip_mean([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]], [0, 0, 1], 2),
+    np.testing.assert_allclose(clip_gru.clip_mean([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]], [0, 0, 1], 2),
                                [[0.55, 0.45], [0.6, 0.4]])
 
 
@@ -118,10 +119,10 @@ def test_majority_and_mean_voting_differ_as_computed_by_hand():
                       [0.5, 0.3, 0.2], [0.1, 0.8, 0.1],                    # clip 1: a 1-1 tie
                       [0.1, 0.1, 0.8]])                                    # clip 2
     owner = np.array([0, 0, 0, 1, 1, 2])
-    assert video.clip_mean(probs, owner, 3).argmax(1).tolist() == [1, 1, 2]
-    assert video.majority_vote(probs, owner, 3).tolist() == [0, 1, 2]  # tie -> higher mean probability
+    assert clip_gru.clip_mean(probs, owner, 3).argmax(1).tolist() == [1, 1, 2]
+    assert clip_gru.majority_vote(probs, owner, 3).tolist() == [0, 1, 2]  # tie -> higher mean probability
     with pytest.raises(ValueError, match="no rows"):
-        video.clip_mean(probs, owner, 4)
+        clip_gru.clip_mean(probs, owner, 4)
 
 
 # ---------------------------------------------------------------- clips and the split
@@ -149,11 +150,11 @@ def test_clips_group_by_sequence_order_by_frame_and_cut_at_label_changes():
                record("S1/002", 1, 7, "S1"),  # contempt, dropped with 7 classes
                Record(image=np.zeros((8, 8), np.uint8), label=0, source="img.png")]
     skips = SkipLog()
-    clips = video.group_clips(records, 7, skips)
-    assert [(c.id, c.label, [r.frame for r in c.records]) for c in clips] == [
+    grouped = clips.group_clips(records, 7, skips)
+    assert [(c.id, c.label, [r.frame for r in c.records]) for c in grouped] == [
         ("S1/001", 4, [1, 2, 3]), ("vid@1", 6, [1, 11]), ("vid@21", 3, [21, 31])]
     assert skips.reasons() == {"not a clip": 1, "contempt dropped": 1}
-    assert len(video.group_clips(records, 8, SkipLog())) == 4  # contempt kept as an 8th class
+    assert len(clips.group_clips(records, 8, SkipLog())) == 4  # contempt kept as an 8th class
 
 
 def test_clip_split_follows_the_assembled_subjects(tmp_path):
@@ -163,9 +164,9 @@ def test_clip_split_follows_the_assembled_subjects(tmp_path):
                for q in (1, 2) for f in (1, 2)]
     records += [record("clipA", 1, 2), record("clipB", 1, 2, split="val"), record("clipC", 1, 2)]
     skips = SkipLog()
-    by_split = video.assign_clip_splits(video.group_clips(records, 7, SkipLog()),
-                                        video.manifest_groups(data), skips)
-    subjects = {name: {c.subject for c in clips if c.subject} for name, clips in by_split.items()}
+    by_split = clips.assign_clip_splits(clips.group_clips(records, 7, SkipLog()),
+                                        clips.manifest_groups(data), skips)
+    subjects = {name: {c.subject for c in members if c.subject} for name, members in by_split.items()}
     assert subjects == {"train": {"S1", "S2"}, "val": {"S3"}, "test": {"S4", "S5"}}
     assert not (subjects["train"] & subjects["test"]) and not (subjects["train"] & subjects["val"])
     assert [c.id for c in by_split["test"] if c.subject is None] == ["clipA"]  # its sequence group
@@ -244,9 +245,9 @@ def test_video_train_end_to_end_frozen(tiny, tmp_path):
     meta = payload["meta"]
     assert meta["cnn_params_hash"] == "tinycnn0123" and meta["window"] == 4 and meta["stride"] == 2
     assert meta["freeze"] is True and "cnn_state_dict" not in payload
-    gru, cnn, meta = video.load_video(tmp_path / "video.pt")
+    gru, cnn, meta = clip_gru.load_video(tmp_path / "video.pt")
     faces = np.random.default_rng(0).integers(0, 255, (7, 32, 32, 1), dtype=np.uint8)
-    probs = video.score_clip(gru, cnn, meta, faces)
+    probs = infer.score_clip(gru, cnn, meta, faces)
     assert probs.shape == (7,) and abs(probs.sum() - 1) < 1e-5
     # same seed, same everything (CPU)
     again = video.fit_video(cfg, tiny_extract(tiny), tiny / "assembled", tmp_path / "video2.pt",
@@ -265,7 +266,7 @@ def test_video_train_fine_tuned_carries_its_cnn(tiny, tmp_path):
     original = checkpoint.load(tiny / "cnn.pt")["state_dict"]
     assert any(not torch.equal(payload["cnn_state_dict"][k], original[k]) for k in original
                if original[k].is_floating_point())
-    gru, cnn, meta = video.load_video(tmp_path / "video.pt", cnn_path="/nonexistent.pt")  # not needed
+    gru, cnn, meta = clip_gru.load_video(tmp_path / "video.pt", cnn_path="/nonexistent.pt")  # not needed
     assert meta["freeze"] is False and gru.config["layers"] == 2
 
 

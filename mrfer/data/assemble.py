@@ -8,15 +8,37 @@ from pathlib import Path
 
 import numpy as np
 from numpy.lib.format import open_memmap
+from pydantic import Field, ValidationInfo, field_validator
 
+from mrfer.config import Section
 from mrfer.data import splits
 from mrfer.data.shards import MANIFEST_FIELDS, load_array, read_manifest, write_manifest
+from mrfer.errors import InputError
 from mrfer.io import atomic_path, write_json
 
 log = logging.getLogger(__name__)
 
-DEFAULTS = {"val_fraction": 0.15, "test_fraction": 0.2, "folds": 5, "keep_source_split": True}
 FOLD_FIELDS = ("fold_subject", "fold_image")
+
+
+class AssembleParams(Section):
+    """`assemble`: how the faces are split into train/val/test and k folds, by subject."""
+
+    seed: int
+    val_fraction: float = Field(ge=0, lt=1, description="share of the faces held out for validation "
+                                "(0: none), where the dataset has no val split of its own")
+    test_fraction: float = Field(ge=0, lt=1, description="share held out for test, where the dataset "
+                                 "has no test split of its own")
+    folds: int = Field(ge=2, description="k; both fold protocols (subject, image) are written to the manifests")
+    keep_source_split: bool = Field(description="keep a dataset's own train/val/test split where it has one")
+
+    @field_validator("test_fraction")
+    @classmethod
+    def _training_data_left(cls, test_fraction: float, info: ValidationInfo) -> float:
+        if test_fraction + info.data.get("val_fraction", 0) >= 1:
+            raise ValueError(f"val_fraction + test_fraction must be < 1 (val_fraction is "
+                             f"{info.data['val_fraction']}), so some faces are left to train on")
+        return test_fraction
 
 
 def channel_stats(images: np.ndarray, chunk: int = 2048) -> tuple[list[float], list[float]]:
@@ -34,28 +56,38 @@ def channel_stats(images: np.ndarray, chunk: int = 2048) -> tuple[list[float], l
     return [round(float(v), 4) for v in mean], [round(float(v), 4) for v in std]
 
 
-def assemble(cfg: dict, classes: list[str], scales: list[str], extracted_dir: str | os.PathLike,
+def check_fits(rows: list[dict], arrays: dict[str, np.ndarray], classes: list[str],
+               extracted_dir: Path, downsampled_dir: Path) -> None:
+    """Refuse arrays and a manifest that were not made together, or labels outside `classes`."""
+    for scale, array in arrays.items():
+        if len(array) != len(rows):
+            folder, stage = (extracted_dir, "extract") if scale == "hr" else (downsampled_dir, "downsample")
+            raise InputError(f"{folder}: {scale} has {len(array)} faces but {extracted_dir / 'manifest.csv'} "
+                             f"has {len(rows)} rows; re-run {stage}")
+    bad = sorted({r["label"] for r in rows if not 0 <= r["label"] < len(classes)})
+    if bad:
+        raise InputError(f"{extracted_dir / 'manifest.csv'}: label(s) {bad} are not among the {len(classes)} "
+                         f"classes {classes} (extract.contempt changed since extract ran?); re-run extract")
+
+
+def assemble(cfg: AssembleParams, classes: list[str], scales: list[str], extracted_dir: str | os.PathLike,
              downsampled_dir: str | os.PathLike, out_dir: str | os.PathLike,
              report_path: str | os.PathLike) -> dict:
     extracted_dir, downsampled_dir = Path(extracted_dir), Path(downsampled_dir)
     rows = read_manifest(extracted_dir / "manifest.csv")
     arrays = {"hr": load_array(extracted_dir / "faces.npy")}
     arrays.update({s: load_array(downsampled_dir / f"{s}.npy") for s in scales})
-    for scale, array in arrays.items():
-        if len(array) != len(rows):
-            raise ValueError(f"{scale}: {len(array)} faces but the manifest has {len(rows)} rows; "
-                             f"re-run downsample")
+    check_fits(rows, arrays, classes, extracted_dir, downsampled_dir)
     labels = np.array([r["label"] for r in rows])
     groups = splits.groups_of([r["subject"] for r in rows], [r["sequence"] for r in rows])
-    source = [r["source_split"] if cfg["keep_source_split"] else None for r in rows]
-    split = splits.assign_splits(labels, groups, source, cfg["val_fraction"], cfg["test_fraction"],
-                                 cfg["seed"])
+    source = [r["source_split"] if cfg.keep_source_split else None for r in rows]
+    split = splits.assign_splits(labels, groups, source, cfg.val_fraction, cfg.test_fraction, cfg.seed)
     for protocol in splits.FOLD_PROTOCOLS:
-        folds = splits.assign_folds(labels, groups, cfg["folds"], protocol, cfg["seed"])
+        folds = splits.assign_folds(labels, groups, cfg.folds, protocol, cfg.seed)
         for row, fold in zip(rows, folds):
             row[f"fold_{protocol}"] = int(fold)
 
-    report: dict = {"classes": classes, "scales": ["hr", *scales], "folds": cfg["folds"], "splits": {}}
+    report: dict = {"classes": classes, "scales": ["hr", *scales], "folds": cfg.folds, "splits": {}}
     with atomic_path(out_dir) as tmp:
         for name in splits.SPLITS:
             index = np.flatnonzero(split == name)

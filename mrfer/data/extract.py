@@ -5,37 +5,57 @@ import logging
 import os
 from collections import Counter
 from pathlib import Path
+from typing import Any, Literal
 
 import cv2
 import numpy as np
 from numpy.lib.format import open_memmap
+from pydantic import Field, ValidationInfo, field_validator
 from tqdm import tqdm
 
+from mrfer.config import Section
 from mrfer.data import datasets, labels
 from mrfer.data.faces import COLORS, NO_FACE_MODES, extract_face
-from mrfer.errors import ImageError
 from mrfer.data.records import Record, SkipLog
-from mrfer.data.shards import write_manifest
+from mrfer.data.shards import load_array, read_manifest, write_manifest
+from mrfer.errors import DatasetError, ImageError, InputError
 from mrfer.io import atomic_path, write_json
 
 log = logging.getLogger(__name__)
 
-DEFAULTS = {"dataset": "ckplus", "root": "data/raw/synthetic", "options": {}, "size": 64,
-            "color": "gray", "margin": 0.1, "contempt": "drop", "no_face": "skip"}
+
+class ExtractParams(Section):
+    """`extract`: which dataset is read, and how every face is cropped from it."""
+
+    dataset: str = Field(description="a registered reader: " + " | ".join(datasets.available()))
+    root: str = Field(min_length=1, description="the dataset's folder, in its official layout")
+    options: dict[str, Any] = Field(description="the reader's own options; one left out takes the reader's default")
+    size: int = Field(ge=32, description="face crop side in pixels, the model input size (models need >= 32)")
+    color: Literal[COLORS] = Field(description=" | ".join(COLORS))
+    margin: float = Field(ge=0, le=1, description="crop margin around the landmarks/box, per side, as a fraction")
+    contempt: Literal[labels.CONTEMPT_MODES] = Field(description="drop | keep (as an 8th class)")
+    no_face: Literal[NO_FACE_MODES] = Field(description="when the detector finds no face: skip | center "
+                                            "(keep the centre crop)")
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, name: str) -> str:
+        if name not in datasets.available():
+            raise ValueError(f"not a registered reader (known: {', '.join(datasets.available())})")
+        return name
+
+    @field_validator("options")
+    @classmethod
+    def _reader_takes_options(cls, options: dict, info: ValidationInfo) -> dict:
+        if "dataset" in info.data:
+            datasets.check_options(info.data["dataset"], options)
+        return options
 
 
-def check_config(cfg: dict) -> None:
-    for key, choices in (("color", COLORS), ("contempt", labels.CONTEMPT_MODES), ("no_face", NO_FACE_MODES)):
-        if cfg[key] not in choices:
-            raise ValueError(f"extract.{key} is {cfg[key]!r}, expected one of {list(choices)}")
-    if not isinstance(cfg["size"], int) or cfg["size"] < 8:
-        raise ValueError(f"extract.size must be an integer >= 8, got {cfg['size']!r}")
-
-
-def face_or_skip(record: Record, cfg: dict, skips: SkipLog) -> tuple[np.ndarray | None, str]:
+def face_or_skip(record: Record, cfg: ExtractParams, skips: SkipLog) -> tuple[np.ndarray | None, str]:
     """The record's face cropped by the extract settings, or None with the reason added to `skips`."""
     try:
-        face, located = extract_face(record, cfg["size"], cfg["margin"], cfg["color"], cfg["no_face"])
+        face, located = extract_face(record, cfg.size, cfg.margin, cfg.color, cfg.no_face)
     except ImageError as e:
         face, located = None, str(e)
     if face is None:
@@ -43,21 +63,20 @@ def face_or_skip(record: Record, cfg: dict, skips: SkipLog) -> tuple[np.ndarray 
     return face, located
 
 
-def extract(cfg: dict, out_dir: str | os.PathLike, report_path: str | os.PathLike) -> dict:
+def extract(cfg: ExtractParams, out_dir: str | os.PathLike, report_path: str | os.PathLike) -> dict:
     """Read, localise, crop and align every face; write `faces.npy` + `manifest.csv` atomically."""
-    check_config(cfg)
-    records, skips = datasets.read(cfg["dataset"], cfg["root"], cfg["options"] or {})
-    classes = labels.class_names(cfg["contempt"])
-    channels = 1 if cfg["color"] == "gray" else 3
-    size = cfg["size"]
+    records, skips = datasets.read(cfg.dataset, cfg.root, cfg.options)
+    classes = labels.class_names(cfg.contempt)
+    channels = 1 if cfg.color == "gray" else 3
+    size = cfg.size
     rows: list[dict] = []
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         faces = open_memmap(tmp / "faces.tmp.npy", mode="w+", dtype=np.uint8,
                             shape=(len(records), size, size, channels))
-        for record in tqdm(records, desc=f"extract {cfg['dataset']}", unit="face", mininterval=2):
+        for record in tqdm(records, desc=f"extract {cfg.dataset}", unit="face", mininterval=2):
             if record.label >= len(classes):
-                skips.add(record.source, f"contempt dropped: extract.contempt is 'drop'")
+                skips.add(record.source, "contempt dropped: extract.contempt is 'drop'")
                 continue
             face, located = face_or_skip(record, cfg, skips)
             if face is None:
@@ -68,15 +87,15 @@ def extract(cfg: dict, out_dir: str | os.PathLike, report_path: str | os.PathLik
                          "sequence": record.sequence, "frame": record.frame,
                          "source_split": record.split, "located": located})
         if not rows:
-            raise ValueError(f"{cfg['root']}: no face could be extracted ({len(skips)} skipped: "
-                             f"{skips.reasons()})")
+            raise DatasetError(f"{cfg.root}: no face could be extracted ({len(skips)} skipped: "
+                               f"{skips.reasons()})")
         np.save(tmp / "faces.npy", faces[: len(rows)])
         del faces
         (tmp / "faces.tmp.npy").unlink()
         write_manifest(tmp / "manifest.csv", rows)
     counts = Counter(r["class"] for r in rows)
     report = {
-        "dataset": cfg["dataset"], "root": str(cfg["root"]), "faces": len(rows),
+        "dataset": cfg.dataset, "root": str(cfg.root), "faces": len(rows),
         "classes": list(classes), "per_class": {c: counts.get(c, 0) for c in classes},
         "located": dict(Counter(r["located"] for r in rows)),
         "subjects": len({r["subject"] for r in rows if r["subject"]}),
@@ -90,10 +109,12 @@ def extract(cfg: dict, out_dir: str | os.PathLike, report_path: str | os.PathLik
 
 def export_folders(extracted_dir: str | os.PathLike, out_dir: str | os.PathLike) -> int:
     """Write extracted faces as `out_dir/<class>/<name>.png` for people to look at."""
-    from mrfer.data.shards import load_array, read_manifest
     extracted_dir = Path(extracted_dir)
     faces = load_array(extracted_dir / "faces.npy")
     rows = read_manifest(extracted_dir / "manifest.csv")
+    if len(faces) != len(rows):
+        raise InputError(f"{extracted_dir}: faces.npy has {len(faces)} faces but manifest.csv has "
+                         f"{len(rows)} rows; re-run extract")
     with atomic_path(out_dir) as tmp:
         for i, (face, row) in enumerate(zip(faces, rows)):
             folder = tmp / row["class"]

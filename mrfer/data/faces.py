@@ -15,6 +15,9 @@ import numpy as np
 from mrfer.data.records import Record
 from mrfer.errors import ImageError
 
+# What cv2.imread reads; readers and `predict` pick image files by these suffixes.
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp",
+                  ".pbm", ".pgm", ".ppm", ".pnm"}
 VIDEO_SUFFIXES = {".avi", ".mp4", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv"}
 COLORS = ("gray", "rgb")
 NO_FACE_MODES = ("skip", "center")

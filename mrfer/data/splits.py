@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
+from mrfer.errors import DatasetError
+
 SPLITS = ("train", "val", "test")
 FOLD_PROTOCOLS = ("subject", "image")
 
@@ -31,8 +33,8 @@ def held_out(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int)
     n_splits = max(2, round(1 / fraction))
     n_groups = len(np.unique(groups))
     if n_groups < n_splits:
-        raise ValueError(f"cannot hold out {fraction:.0%} by group: only {n_groups} groups "
-                         f"(need at least {n_splits})")
+        raise DatasetError(f"cannot hold out {fraction:.0%} by group: only {n_groups} groups "
+                           f"(need at least {n_splits}); the dataset is too small for this split")
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     _, held = next(splitter.split(np.zeros(len(labels)), labels, groups))
     mask = np.zeros(len(labels), dtype=bool)
@@ -64,10 +66,14 @@ def assign_folds(labels: np.ndarray, groups: np.ndarray, k: int, protocol: str, 
     if protocol == "subject":
         n_groups = len(np.unique(groups))
         if n_groups < k:
-            raise ValueError(f"cannot make {k} subject folds from {n_groups} groups")
+            raise DatasetError(f"cannot make {k} subject folds from {n_groups} groups; lower assemble.folds")
         splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
         parts = splitter.split(np.zeros(len(labels)), labels, groups)
     else:
+        largest = np.unique(labels, return_counts=True)[1].max(initial=0)
+        if largest < k:
+            raise DatasetError(f"cannot make {k} image folds: the largest class has {largest} faces; "
+                               f"lower assemble.folds")
         splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
         parts = splitter.split(np.zeros(len(labels)), labels)
     for fold, (_, held) in enumerate(parts):

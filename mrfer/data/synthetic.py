@@ -25,27 +25,43 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import cv2
 import numpy as np
+from pydantic import Field, field_validator
 from tqdm import tqdm
 
+from mrfer.config import Section
 from mrfer.data.labels import CKPLUS
 from mrfer.io import atomic_path
 
 log = logging.getLogger(__name__)
 
-DEFAULTS: dict[str, Any] = {
-    "n_subjects": 100,           # scale the dataset up with this
-    "image_size": [256, 256],    # [width, height] in pixels
-    "frames": [6, 12],           # min, max frames per sequence (neutral first, apex last)
-    "labelled_fraction": 0.75,   # share of sequences with an Emotion file, as in CK+
-    "expression_rate": 0.85,     # chance a subject has a sequence of each basic expression
-    "contempt_rate": 0.4,        # contempt is rarer, as in CK+
-    "apex_intensity": 1.0,       # AU intensity at the apex before jitter and difficulty
-    "difficulty": 0.5,           # 0 easy .. 1 hard: nuisance strength up, expression strength down
-}
+Side = Annotated[int, Field(ge=32)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+
+
+class SynthesizeParams(Section):
+    """`synthesize`: the embedded synthetic dataset (subjects, sequences, how hard it is)."""
+
+    seed: int
+    n_subjects: int = Field(ge=1, description="subjects to draw; scale the dataset up with this")
+    image_size: tuple[Side, Side] = Field(description="[width, height] of every frame in pixels, each >= 32")
+    frames: tuple[int, int] = Field(description="[min, max] frames per sequence (neutral first, apex last), "
+                                    "2 <= min <= max")
+    labelled_fraction: Fraction = Field(description="share of sequences with an Emotion file, as in CK+")
+    expression_rate: Fraction = Field(description="chance a subject has a sequence of each basic expression")
+    contempt_rate: Fraction = Field(description="chance a subject has a contempt sequence (rarer, as in CK+)")
+    apex_intensity: float = Field(gt=0, description="action-unit intensity at the apex, before jitter and difficulty")
+    difficulty: Fraction = Field(description="0 easy .. 1 hard: nuisance strength up, expression strength down")
+
+    @field_validator("frames")
+    @classmethod
+    def _min_max(cls, frames: tuple[int, int]) -> tuple[int, int]:
+        if not 2 <= frames[0] <= frames[1]:
+            raise ValueError("must be [min, max] with 2 <= min <= max")
+        return frames
 
 # CK+ emotion code -> action units (AU number -> weight at full intensity).
 EXPRESSIONS: dict[int, dict[int, float]] = {
@@ -418,11 +434,12 @@ def _pose(center: np.ndarray, scale: float, roll_deg: float) -> np.ndarray:
 
 
 def sequence_frames(ident: Identity, code: int, n_frames: int, rng: np.random.Generator,
-                    cfg: dict[str, Any]) -> list[tuple[np.ndarray, np.ndarray]]:
+                    image_size: tuple[int, int], difficulty: float,
+                    apex_intensity: float) -> list[tuple[np.ndarray, np.ndarray]]:
     """Render one neutral -> apex sequence: a list of (uint8 image HxW, landmarks 68x2 pixels)."""
-    width, height = (int(v) for v in cfg["image_size"])
-    d = float(cfg["difficulty"])
-    apex = float(cfg["apex_intensity"]) * expression_strength(d) * rng.uniform(0.6, 1.0)
+    width, height = image_size
+    d = difficulty
+    apex = apex_intensity * expression_strength(d) * rng.uniform(0.6, 1.0)
     au_apex = {n: w * rng.uniform(0.85, 1.0) for n, w in EXPRESSIONS[code].items()}
     wrinkle = 0.5 - 0.25 * d   # contrast of the fine-scale creases
 
@@ -455,29 +472,17 @@ def sequence_frames(ident: Identity, code: int, n_frames: int, rng: np.random.Ge
     return frames
 
 
-def subject_plan(seed: int, index: int, cfg: dict[str, Any]) -> tuple[int, Identity, list[int]]:
+def subject_plan(seed: int, index: int, expression_rate: float,
+                 contempt_rate: float) -> tuple[int, Identity, list[int]]:
     """Subject number (gaps like CK+), identity, and the CK+ codes of its sequences in order."""
     rng = np.random.default_rng([seed, index, 0])
     gap = int(rng.choice([1, 2, 3], p=[0.7, 0.2, 0.1]))
     ident = make_identity(rng)
     codes = [c for c in EXPRESSIONS
-             if rng.random() < (cfg["contempt_rate"] if c == CONTEMPT else cfg["expression_rate"])]
+             if rng.random() < (contempt_rate if c == CONTEMPT else expression_rate)]
     if not codes:
         codes = [int(rng.choice([c for c in EXPRESSIONS if c != CONTEMPT]))]
     return gap, ident, [int(c) for c in rng.permutation(codes)]
-
-
-def _validate(cfg: dict[str, Any]) -> None:
-    width, height = cfg["image_size"]
-    lo, hi = cfg["frames"]
-    if width < 32 or height < 32:
-        raise ValueError(f"synthesize.image_size must be at least [32, 32], got {cfg['image_size']}")
-    if not 2 <= lo <= hi:
-        raise ValueError(f"synthesize.frames must be [min, max] with 2 <= min <= max, got {cfg['frames']}")
-    if cfg["n_subjects"] < 1:
-        raise ValueError(f"synthesize.n_subjects must be >= 1, got {cfg['n_subjects']}")
-    if not 0 <= cfg["difficulty"] <= 1:
-        raise ValueError(f"synthesize.difficulty must be in [0, 1], got {cfg['difficulty']}")
 
 
 def emotion_text(code: int) -> str:
@@ -488,11 +493,14 @@ def landmarks_text(points: np.ndarray) -> str:
     return "".join(f"   {x:.7e}   {y:.7e}\n" for x, y in points)
 
 
-def write_subject(root: Path, cfg: dict[str, Any], index: int, number: int, ident: Identity,
-                  codes: list[int]) -> tuple[Counter, int, int, int]:
-    """Write one subject's sequences; return (label counts, sequences, labelled, frames)."""
-    seed = int(cfg["seed"])
-    lo, hi = (int(v) for v in cfg["frames"])
+def write_subject(root: Path, index: int, number: int, ident: Identity, codes: list[int], *, seed: int,
+                  frames: tuple[int, int], labelled_fraction: float, image_size: tuple[int, int],
+                  difficulty: float, apex_intensity: float) -> tuple[Counter, int, int, int]:
+    """Write one subject's sequences; return (label counts, sequences, labelled, frames).
+
+    Runs in a worker process, so it takes plain values, not the params section (whose record
+    of the keys read stays in the parent)."""
+    lo, hi = frames
     counts: Counter = Counter()
     n_sequences = n_labelled = n_frames = 0
     subject = f"S{number:03d}"
@@ -500,14 +508,14 @@ def write_subject(root: Path, cfg: dict[str, Any], index: int, number: int, iden
         rng = np.random.default_rng([seed, index, j])
         sequence = f"{j:03d}"
         n = int(rng.integers(lo, hi + 1))
-        labelled = bool(rng.random() < cfg["labelled_fraction"])
-        frames = sequence_frames(ident, code, n, rng, cfg)
+        labelled = bool(rng.random() < labelled_fraction)
+        images = sequence_frames(ident, code, n, rng, image_size, difficulty, apex_intensity)
         image_dir = root / "cohn-kanade-images" / subject / sequence
         mark_dir = root / "Landmarks" / subject / sequence
         emotion_dir = root / "Emotion" / subject / sequence
         for folder in (image_dir, mark_dir, emotion_dir):
             folder.mkdir(parents=True)
-        for t, (image, points) in enumerate(frames, start=1):
+        for t, (image, points) in enumerate(images, start=1):
             stem = f"{subject}_{sequence}_{t:08d}"
             if not cv2.imwrite(str(image_dir / f"{stem}.png"), image):
                 raise OSError(f"could not write {image_dir / stem}.png")
@@ -521,19 +529,21 @@ def write_subject(root: Path, cfg: dict[str, Any], index: int, number: int, iden
     return counts, n_sequences, n_labelled, n_frames
 
 
-def write_dataset(root: Path, cfg: dict[str, Any], progress: bool = False, workers: int | None = None) -> dict[str, Any]:
+def write_dataset(root: Path, cfg: SynthesizeParams, progress: bool = False,
+                  workers: int | None = None) -> dict[str, Any]:
     """Write the CK+ tree under `root` (which must not exist yet); return the summary.
 
     Subjects are drawn in parallel processes (one per core by default); each depends only on
     (seed, index), so the files are the same for any number of workers."""
-    seed = int(cfg["seed"])
+    seed = cfg.seed
     plans, number = [], 4
-    for index in range(int(cfg["n_subjects"])):
-        gap, ident, codes = subject_plan(seed, index, cfg)
+    for index in range(cfg.n_subjects):
+        gap, ident, codes = subject_plan(seed, index, cfg.expression_rate, cfg.contempt_rate)
         number += gap   # subject numbers have gaps, like CK+
         plans.append((index, number, ident, codes))
     workers = workers or len(os.sched_getaffinity(0))
-    job = functools.partial(write_subject, root, cfg)
+    job = functools.partial(write_subject, root, seed=seed, frames=cfg.frames, labelled_fraction=cfg.labelled_fraction,
+                            image_size=cfg.image_size, difficulty=cfg.difficulty, apex_intensity=cfg.apex_intensity)
     counts: Counter = Counter()
     n_sequences = n_labelled = n_frames = 0
     pool = ProcessPoolExecutor(workers) if workers > 1 and len(plans) > 1 else None
@@ -546,26 +556,21 @@ def write_dataset(root: Path, cfg: dict[str, Any], progress: bool = False, worke
             n_labelled += labelled
             n_frames += frames
     return {
-        "subjects": int(cfg["n_subjects"]),
+        "subjects": cfg.n_subjects,
         "sequences": n_sequences,
         "labelled_sequences": n_labelled,
         "frames": n_frames,
         "class_counts": {CKPLUS[c]: counts[CKPLUS[c]] for c in sorted(EXPRESSIONS)},
         "seed": seed,
-        "difficulty": float(cfg["difficulty"]),
+        "difficulty": cfg.difficulty,
     }
 
 
-def synthesize(cfg: dict[str, Any], out: str | os.PathLike, progress: bool = False,
+def synthesize(cfg: SynthesizeParams, out: str | os.PathLike, progress: bool = False,
                workers: int | None = None) -> dict[str, Any]:
-    """Write the whole synthetic CK+ tree to `out` atomically (replacing any old one); return a summary.
-
-    `cfg` is the `synthesize` params section (DEFAULTS keys plus `seed`).
-    """
-    cfg = {**DEFAULTS, "seed": 0, **cfg}
-    _validate(cfg)
+    """Write the whole synthetic CK+ tree to `out` atomically (replacing any old one); return a summary."""
     log.info("synthesizing %d subjects (%sx%s px, difficulty %.2f, seed %d) into %s",
-             cfg["n_subjects"], *cfg["image_size"], cfg["difficulty"], cfg["seed"], out)
+             cfg.n_subjects, *cfg.image_size, cfg.difficulty, cfg.seed, out)
     with atomic_path(out) as tmp:
         summary = write_dataset(tmp, cfg, progress=progress, workers=workers)
     log.info("wrote %d sequences (%d labelled), %d frames", summary["sequences"],

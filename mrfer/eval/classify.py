@@ -11,35 +11,40 @@ import csv
 import logging
 import os
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
+from pydantic import Field
 
+from mrfer.config import Section
 from mrfer.data import shards
 from mrfer.data.degrade import low_size
 from mrfer.eval import classifiers
-from mrfer.infer import infer, pick_device, seed_everything
+from mrfer.eval.classifiers import CLASSIFIERS
+from mrfer.infer import Device, infer, pick_device, seed_everything
 from mrfer.metrics import summarize
+from mrfer.errors import InputError
 from mrfer.io import atomic_path, write_json, write_text
 from mrfer.nets import checkpoint
 
 log = logging.getLogger(__name__)
 
-DEFAULTS = {"models": ["base", "multires", "base+fsr"], "classifiers": ["head", "svc"],
-            "fit_scale": "hr", "batch_size": 256, "device": "auto"}
-FIT_SCALES = ("hr", "same")
+MODELS = ("base", "multires", "base+fsr", "multires+fsr")
 
 
-def check_config(cfg: dict) -> None:
-    unknown = set(cfg["classifiers"]) - set(classifiers.CLASSIFIERS)
-    if unknown:
-        raise ValueError(f"classify.classifiers: unknown {sorted(unknown)} (known: {classifiers.CLASSIFIERS})")
-    if cfg["fit_scale"] not in FIT_SCALES:
-        raise ValueError(f"classify.fit_scale must be one of {FIT_SCALES}, got {cfg['fit_scale']!r}")
-    for name in cfg["models"]:
-        model, _, extra = name.partition("+")
-        if model not in ("base", "multires") or extra not in ("", "fsr"):
-            raise ValueError(f"classify.models: bad entry {name!r} (use base, multires, base+fsr, multires+fsr)")
+class ClassifyParams(Section):
+    """`classify`: which models, classifiers and protocol the test table holds."""
+
+    seed: int
+    models: list[Literal[MODELS]] = Field(min_length=1, description="<model>[+fsr]: +fsr applies the FSR "
+                                          "generator to that model's features of low-resolution faces")
+    classifiers: list[Literal[CLASSIFIERS]] = Field(
+        min_length=1, description="head (the net's own) | svc (linear, L2-normalised, FSR-FER) | logreg")
+    fit_scale: Literal["hr", "same"] = Field(
+        description="fit sklearn classifiers on HR train features (FSR-FER) | on train features at the test scale")
+    batch_size: int = Field(gt=0, description="inference batch size")
+    device: Device
 
 
 def resolution_px(size: int, scale: str) -> int:
@@ -56,14 +61,14 @@ class Embedder:
         self.device, self.batch_size = device, batch_size
         self.fsr = None
         if extra == "fsr":
-            from mrfer.train.fsr import load_fsr
+            from mrfer.nets.fsr import load_fsr
             self.fsr = load_fsr(models_dir / "fsr.pt", device, fer_meta=self.meta)
 
     @torch.no_grad()
     def __call__(self, images: np.ndarray, scale: str) -> tuple[np.ndarray, np.ndarray]:
         norm = (self.meta["mean"], self.meta["std"])
         if self.fsr is not None and scale != "hr":
-            from mrfer.train.fsr import fsr_features
+            from mrfer.infer import fsr_features
             features, logits = fsr_features(self.model, self.fsr, images, *norm, device=self.device,
                                             batch_size=self.batch_size)
         else:
@@ -73,12 +78,19 @@ class Embedder:
         return np.asarray(features, dtype=np.float32), np.asarray(logits, dtype=np.float32)
 
 
-def classify(cfg: dict, data: str | os.PathLike, models_dir: str | os.PathLike, scales: list[str],
+def train_features(embed: Embedder, data: str | os.PathLike, scale: str, cache: dict) -> tuple:
+    """(embeddings, labels) of the training set at `scale`, computed once per model and scale."""
+    if scale not in cache:
+        images, labels = shards.load_xy(data, "train", scale)
+        cache[scale] = (embed(images, scale)[0], labels)
+    return cache[scale]
+
+
+def classify(cfg: ClassifyParams, data: str | os.PathLike, models_dir: str | os.PathLike, scales: list[str],
              report: str | os.PathLike, table: str | os.PathLike, curves_dir: str | os.PathLike,
              predictions: str | os.PathLike) -> dict:
-    check_config(cfg)
-    seed_everything(cfg["seed"])
-    device = pick_device(cfg["device"])
+    seed_everything(cfg.seed)
+    device = pick_device(cfg.device)
     stats = shards.read_stats(data)
     classes, size = stats["classes"], stats["size"][0]
     all_scales = ["hr", *scales]
@@ -86,18 +98,11 @@ def classify(cfg: dict, data: str | os.PathLike, models_dir: str | os.PathLike, 
     y_test = test["hr"][1]
     results: dict = {}
     saved: dict[str, np.ndarray] = {"y_true": y_test, "classes": np.array(classes)}
-    for name in cfg["models"]:
-        embed = Embedder(name, Path(models_dir), device, cfg["batch_size"])
+    for name in cfg.models:
+        embed = Embedder(name, Path(models_dir), device, cfg.batch_size)
         if embed.meta["classes"] != classes:
-            raise ValueError(f"{models_dir}/{name}: model classes {embed.meta['classes']} != data classes {classes}")
+            raise InputError(f"{models_dir}/{name}: model classes {embed.meta['classes']} != data classes {classes}")
         train_cache: dict[str, tuple] = {}
-
-        def train_features(scale: str):
-            if scale not in train_cache:
-                images, labels = shards.load_xy(data, "train", scale)
-                train_cache[scale] = (embed(images, scale)[0], labels)
-            return train_cache[scale]
-
         fitted: dict[tuple, object] = {}
         results[name] = {}
         for scale in all_scales:
@@ -105,23 +110,23 @@ def classify(cfg: dict, data: str | os.PathLike, models_dir: str | os.PathLike, 
             results[name][scale] = {}
             if scale == "hr":
                 saved[f"{name}/hr/features"] = features
-            for clf in cfg["classifiers"]:
+            for clf in cfg.classifiers:
                 if clf == "head":
                     predicted = logits.argmax(1)
                 else:
-                    fit_scale = scale if cfg["fit_scale"] == "same" else "hr"
+                    fit_scale = scale if cfg.fit_scale == "same" else "hr"
                     if (clf, fit_scale) not in fitted:
-                        x, y = train_features(fit_scale)
-                        fitted[(clf, fit_scale)] = classifiers.make(clf, cfg["seed"]).fit(x, y)
+                        x, y = train_features(embed, data, fit_scale, train_cache)
+                        fitted[(clf, fit_scale)] = classifiers.make(clf, cfg.seed).fit(x, y)
                     predicted = fitted[(clf, fit_scale)].predict(features)
                 results[name][scale][clf] = summarize(y_test, predicted, len(classes))
                 saved[f"{name}/{scale}/{clf}"] = np.asarray(predicted)
-        log.info("%s accuracy per scale (%s): %s", name, cfg["classifiers"][0],
-                 {s: results[name][s][cfg["classifiers"][0]]["accuracy"] for s in all_scales})
+        log.info("%s accuracy per scale (%s): %s", name, cfg.classifiers[0],
+                 {s: results[name][s][cfg.classifiers[0]]["accuracy"] for s in all_scales})
 
     write_json(report, results)
-    write_text(table, markdown_table(results, cfg["classifiers"], all_scales, size))
-    write_curves(curves_dir, results, cfg["classifiers"], all_scales, size)
+    write_text(table, markdown_table(results, cfg.classifiers, all_scales, size))
+    write_curves(curves_dir, results, cfg.classifiers, all_scales, size)
     with atomic_path(predictions) as tmp:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, **saved)

@@ -22,11 +22,25 @@ FSR-FER's TensorFlow code kept it). Three targets, i.e. which FER feature is sup
 The critic has no batch norm (a per-sample gradient penalty needs per-sample outputs):
 conv blocks (3x3, then 4x4 stride 2, LeakyReLU 0.2) down to <= 4 px, then two linear layers
 for 2-D targets; a three-layer MLP for the embedding.
+
+A trained FSR (`models/fsr.pt`, written by `mrfer.train.fsr`) is rebuilt by `load_fsr` as an
+`FSRModel`; it names the FER model it was trained on, which `check_fer_meta` (by params_hash)
+and `check_fer_model` (by weights) enforce. `super_resolve` applies a generator to target
+features; `mrfer.infer.fsr_features` does the whole path from uint8 faces.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import os
+import weakref
+
+import numpy as np
 import torch
 from torch import nn
+
+from mrfer.errors import InputError
+from mrfer.nets import checkpoint
 
 TARGETS = ("covariance", "feature_map", "embedding")
 
@@ -184,7 +198,7 @@ def check_target(model: nn.Module, target: str) -> str:
         raise ValueError(f"fsr target must be auto or one of {TARGETS}, got {target!r}")
     if target == "covariance" and not hasattr(model, "features_from_covariance"):
         arch = getattr(model, "config", {}).get("name", type(model).__name__)
-        raise ValueError(f"fsr target 'covariance' needs a covpool FER model, got {arch!r} "
+        raise InputError(f"fsr target 'covariance' needs a covpool FER model, got {arch!r} "
                          "(use feature_map or embedding)")
     return target
 
@@ -214,3 +228,120 @@ def embedding_from_target(model: nn.Module, t: torch.Tensor, target: str) -> tor
 def parameter_count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
+
+
+# ---------------------------------------------------------------- a trained FSR
+
+
+@dataclasses.dataclass(eq=False)
+class FSRModel:
+    """A trained FSR: generator (and critic), its metadata, and the file it came from."""
+
+    generator: FSRGenerator
+    critic: FSRCritic | None
+    meta: dict
+    path: str = "<memory>"
+    # FER model instances already checked against `meta["fer_fingerprint"]` (hashing weights is slow)
+    _verified: weakref.WeakSet = dataclasses.field(default_factory=weakref.WeakSet, repr=False)
+
+    @property
+    def target(self) -> str:
+        return self.meta["target"]
+
+
+def build_networks(config: dict, target: str, shape: list[int]) -> tuple[FSRGenerator, FSRCritic]:
+    """Generator, then critic (this order fixes their random init), from an FSR file's
+    `meta["config"]`: blocks, channels, growth, dense_layers, residual_scale, critic_channels, critic_hidden."""
+    generator = FSRGenerator(target, shape, blocks=config["blocks"], channels=config["channels"],
+                             growth=config["growth"], dense_layers=config["dense_layers"],
+                             residual_scale=config["residual_scale"])
+    critic = FSRCritic(target, shape, channels=config["critic_channels"], hidden=config["critic_hidden"])
+    return generator, critic
+
+
+def fer_fingerprint(model: nn.Module) -> str:
+    """sha256 of a model's weights and buffers (names, dtypes, shapes, bytes): the same file
+    loaded anywhere gives the same value; another training run does not."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(checkpoint.unwrap(model).state_dict().items()):
+        t = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}|{t.dtype}|{list(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def load_fsr(path: str | os.PathLike, device: torch.device | str = "cpu", fer_meta: dict | None = None) -> FSRModel:
+    """Read `models/fsr.pt`. With `fer_meta` (the FER model's meta from `checkpoint.load_model`),
+    refuse an FSR trained on another FER model (their `params_hash` differ)."""
+    payload = checkpoint.load(path)
+    if not isinstance(payload, dict) or not {"generator", "meta"} <= set(payload):
+        raise InputError(f"{path}: not an mrfer FSR file (expected keys generator and meta)")
+    meta = payload["meta"]
+    generator, critic = build_networks(meta["config"], meta["target"], meta["shape"])
+    try:
+        generator.load_state_dict(payload["generator"])
+        if payload.get("critic") is not None:
+            critic.load_state_dict(payload["critic"])
+        else:
+            critic = None
+    except RuntimeError as e:
+        raise InputError(f"{path}: FSR weights do not fit its own metadata: {e}") from None
+    fsr = FSRModel(generator.to(device).eval(), critic.to(device).eval() if critic else None, meta, str(path))
+    if fer_meta is not None:
+        check_fer_meta(fsr, fer_meta)
+    return fsr
+
+
+def check_fer_meta(fsr: FSRModel, fer_meta: dict) -> None:
+    """InputError unless `fer_meta` is the metadata of the FER model the FSR was trained on."""
+    if fer_meta.get("params_hash") != fsr.meta["fer_params_hash"]:
+        raise InputError(f"{fsr.path}: this FSR was trained on FER model {fsr.meta['fer_model']} "
+                         f"(params_hash {fsr.meta['fer_params_hash']}), not on the given one "
+                         f"(params_hash {fer_meta.get('params_hash')}); rerun fsr-train on that model")
+
+
+def check_fer_model(fsr: FSRModel, fer_model: nn.Module) -> None:
+    """InputError unless `fer_model` has exactly the weights the FSR was trained on."""
+    if fer_model in fsr._verified:
+        return
+    found = fer_fingerprint(fer_model)
+    if found != fsr.meta["fer_fingerprint"]:
+        raise InputError(f"{fsr.path}: this FSR was trained on FER model {fsr.meta['fer_model']} "
+                         f"(params_hash {fsr.meta['fer_params_hash']}, weights {fsr.meta['fer_fingerprint']}); "
+                         f"the FER model given has other weights ({found}); rerun fsr-train on it")
+    fsr._verified.add(fer_model)
+
+
+def check_norm(fsr: FSRModel, mean: list[float], std: list[float] | None) -> None:
+    """InputError unless `mean`, `std` are the normalisation the FSR was trained with."""
+    trained = (fsr.meta["mean"], fsr.meta["std"])
+    if not (_same_values(mean, trained[0]) and _same_values(std, trained[1])):
+        raise InputError(f"{fsr.path}: FSR trained with normalisation mean={trained[0]} std={trained[1]}, "
+                         f"given mean={list(mean)} std={std}")
+
+
+def _same_values(a, b) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return np.shape(a) == np.shape(b) and bool(np.allclose(a, b))
+
+
+@torch.no_grad()
+def super_resolve(fer_model: nn.Module, generator: FSRGenerator, target: str, lr_targets: torch.Tensor,
+                  device: torch.device | str = "cpu", batch_size: int = 256,
+                  hr_targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, float | None]:
+    """Generator on target features, then the rest of the FER net: (embeddings, logits, feature
+    MSE to `hr_targets` or None). Runs in float32."""
+    device = torch.device(device)
+    fer_model.eval()
+    generator.eval()
+    embeddings, logits, squared = [], [], 0.0
+    for start in range(0, len(lr_targets), batch_size):
+        sr = generator(lr_targets[start:start + batch_size].to(device))
+        emb = embedding_from_target(fer_model, sr, target)
+        embeddings.append(emb.float().cpu())
+        logits.append(fer_model.head(emb).float().cpu())
+        if hr_targets is not None:
+            squared += float((sr - hr_targets[start:start + batch_size].to(device)).pow(2).sum())
+    mse = squared / hr_targets.numel() if hr_targets is not None else None
+    return torch.cat(embeddings), torch.cat(logits), mse

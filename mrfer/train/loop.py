@@ -23,7 +23,7 @@ from pydantic import Field
 from tqdm import tqdm
 
 from mrfer.config import Section
-from mrfer.infer import autocast, infer
+from mrfer.infer import Device, autocast, infer
 from mrfer.transforms import Augment
 from mrfer.metrics import summarize
 from mrfer.nets import checkpoint
@@ -44,7 +44,7 @@ class LoopParams(Section):
     patience: int = Field(ge=0, description="early stop after this many epochs without val-accuracy gain (0: off)")
     restore_best: bool = Field(description="end with the weights of the best val-accuracy epoch")
     amp: bool = Field(description="CUDA only: bf16 autocast where supported (fp16 + loss scaling otherwise)")
-    device: str = Field(pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$", description="auto | cpu | cuda[:N] | mps")
+    device: Device
 
 
 class TrainParams(LoopParams):

@@ -1,26 +1,34 @@
-"""The training loss the recipes share: on-device augmentation, optional multi-resolution
-degradation, then cross-entropy (optionally class-weighted)."""
+"""The training step's loss the classification recipes share: on-device augmentation, optional
+multi-resolution degradation, then cross-entropy (optionally class-weighted).
+
+`ce_loss(...)` binds the settings and returns the `loss_fn(net, xb, yb, epoch)` that `loop.fit`
+calls; all state lives in the arguments (no closures)."""
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from mrfer.transforms import prepare, random_scales
+from mrfer.transforms import Augment, prepare, random_scales
 
 
-def ce_loss(mean: torch.Tensor, std: torch.Tensor, augment_cfg: dict, augment_gen: torch.Generator,
-            weight: torch.Tensor | None = None, scales: list[str] | None = None,
-            p: Callable[[int], float] | None = None, scale_gen: torch.Generator | None = None,
-            kernel: str = "bicubic_aa"):
-    """A `loss_fn` for loop.fit: augment on the device, optionally degrade each face to a random
-    scale with probability p(epoch) (multi-resolution augmentation), then cross-entropy."""
+def cross_entropy_step(net, xb: torch.Tensor, yb: torch.Tensor, epoch: int, *, mean: torch.Tensor,
+                       std: torch.Tensor, augment: Augment, augment_gen: torch.Generator,
+                       weight: torch.Tensor | None = None, scales: list[str] | None = None,
+                       p: Callable[[int], float] | None = None, scale_gen: torch.Generator | None = None,
+                       kernel: str = "bicubic_aa") -> tuple[torch.Tensor, torch.Tensor]:
+    """Augment on the device, degrade each face to a random scale with probability p(epoch) when
+    `scales` are given (multi-resolution augmentation), then cross-entropy. Returns (loss, logits)."""
+    picks = random_scales(len(xb), scales, p(epoch), scale_gen) if scales else None
+    x = prepare(xb, mean, std, augment, augment_gen, picks, kernel)
+    logits, _ = net(x)
+    return F.cross_entropy(logits, yb, weight=weight), logits
 
-    def loss_fn(net, xb, yb, epoch):
-        picks = random_scales(len(xb), scales, p(epoch), scale_gen) if scales else None
-        x = prepare(xb, mean, std, augment_cfg, augment_gen, picks, kernel)
-        logits, _ = net(x)
-        return F.cross_entropy(logits, yb, weight=weight), logits
 
-    return loss_fn
+def ce_loss(mean: torch.Tensor, std: torch.Tensor, augment: Augment, augment_gen: torch.Generator,
+            **options) -> Callable:
+    """A `loss_fn` for `loop.fit`; `options` are `cross_entropy_step`'s keyword arguments."""
+    return functools.partial(cross_entropy_step, mean=mean, std=std, augment=augment, augment_gen=augment_gen,
+                             **options)

@@ -41,6 +41,12 @@ def _discover() -> None:
         importlib.import_module(f"{__name__}.{module.name}")
 
 
+def available() -> list[str]:
+    """Names of every registered reader."""
+    _discover()
+    return sorted(READERS)
+
+
 def get(name: str) -> Reader:
     _discover()
     if name not in READERS:
@@ -48,15 +54,24 @@ def get(name: str) -> Reader:
     return READERS[name]
 
 
-def read(name: str, root: str | Path, options: dict | None = None,
-         skips: SkipLog | None = None) -> tuple[list[Record], SkipLog]:
-    """Read every record of dataset `name` under `root`; unknown option keys are an error."""
+def check_options(name: str, options: dict) -> None:
+    """Refuse an option reader `name` does not take, naming it and the allowed ones.
+
+    A DatasetError is a ValueError, so a params schema's validator can call this directly."""
     reader = get(name)
-    options = dict(options or {})
     unknown = sorted(set(options) - set(reader.defaults))
     if unknown:
         raise DatasetError(f"dataset '{name}': unknown option(s) {', '.join(unknown)} "
                            f"(allowed: {', '.join(sorted(reader.defaults)) or 'none'})")
+
+
+def read(name: str, root: str | Path, options: dict | None = None,
+         skips: SkipLog | None = None) -> tuple[list[Record], SkipLog]:
+    """Read every record of dataset `name` under `root`; options left out take the reader's
+    defaults, and an option the reader does not take is an error."""
+    reader = get(name)
+    options = dict(options or {})
+    check_options(name, options)
     skips = skips if skips is not None else SkipLog()
     records = list(reader.fn(Path(root), {**reader.defaults, **options}, skips))
     if not records:

@@ -13,10 +13,10 @@ from typing import Iterator
 
 from mrfer.data import labels
 from mrfer.data.datasets import register
+from mrfer.data.faces import IMAGE_SUFFIXES
 from mrfer.data.records import Record, SkipLog, require_dir
 from mrfer.errors import DatasetError
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm", ".webp"}
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val",
                "validation": "val", "test": "test", "testing": "test"}
 

@@ -20,9 +20,9 @@ from typing import Iterator
 
 from mrfer.data import labels
 from mrfer.data.datasets import register
+from mrfer.data.faces import IMAGE_SUFFIXES
 from mrfer.data.records import Record, SkipLog, require_dir
 
-IMAGE_SUFFIXES = {".tiff", ".tif", ".jpg", ".jpeg", ".png", ".bmp"}
 NAME_RE = re.compile(r"^([A-Z]{2})\.([A-Z]{2})(\d+)\.(\d+)\.[A-Za-z]+$", re.IGNORECASE)
 
 

@@ -26,7 +26,7 @@ from typing import Iterator
 
 from mrfer.data import labels
 from mrfer.data.datasets import register
-from mrfer.data.datasets.folders import IMAGE_SUFFIXES
+from mrfer.data.faces import IMAGE_SUFFIXES
 from mrfer.data.records import Record, SkipLog, inside, require_dir
 from mrfer.errors import DatasetError
 

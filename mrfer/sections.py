@@ -1,0 +1,40 @@
+"""Every params.yaml section and the schema that reads it, for presets, docs and tests.
+
+Stages import their own schemas directly; this map is for tools that handle the whole file
+(`scripts/apply_preset.py`, the tests). Schemas are imported on demand: some pull in torch.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+
+from mrfer import config
+from mrfer.errors import ParamsError
+
+SCHEMAS = {
+    "synthesize": "mrfer.data.synthetic:SynthesizeParams",
+    "extract": "mrfer.data.extract:ExtractParams",
+    "downsample": "mrfer.data.downsample:DownsampleParams",
+    "assemble": "mrfer.data.assemble:AssembleParams",
+    "pretrain_base": "mrfer.train.base:PretrainBaseParams",
+    "multires_finetune": "mrfer.train.multires:MultiresFinetuneParams",
+    "video_train": "mrfer.train.video:VideoTrainParams",
+    "fsr_train": "mrfer.train.fsr:FsrTrainParams",
+    "classify": "mrfer.eval.classify:ClassifyParams",
+    "kfold_test": "mrfer.train.kfold:KfoldTestParams",
+}
+
+
+def schema(name: str) -> type[config.Section]:
+    module, _, cls = SCHEMAS[name].partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def validate_all(path: str | os.PathLike) -> dict[str, config.Section]:
+    """Every section of a params file, validated; a section no schema reads is an error too."""
+    data = config.read_params(path)
+    unknown = sorted(set(data) - set(SCHEMAS) - set(config.Shared.model_fields))
+    if unknown:
+        raise ParamsError(f"{path}: unknown section(s) {', '.join(unknown)} (known: {', '.join(SCHEMAS)})")
+    config.load_seed(path)
+    return {name: config.load_section(path, name, schema(name), data=data) for name in SCHEMAS}
