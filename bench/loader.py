@@ -16,12 +16,15 @@ import torchvision
 from PIL import Image
 from torchvision import transforms
 
+from mrfer import config
+from mrfer.infer import pick_device
 from mrfer.nets import build
+from mrfer.train.base import PretrainBaseParams
 from mrfer.train.loader import ArrayLoader
-from mrfer.train.loop import pick_device
-from mrfer.transforms import AUGMENT_DEFAULTS, prepare, random_scales, stats_tensors
+from mrfer.transforms import prepare, random_scales, stats_tensors
 
 SCALES = ["x2", "x3", "x4", "x6", "x8"]
+PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
 
 def faces(n: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -41,6 +44,7 @@ def step(model, optimizer, x, y) -> None:
 
 
 def ours(images, labels, batch_size, device, model=None):
+    augment = config.load_section(PARAMS, "pretrain_base", PretrainBaseParams).augment  # the default pipeline's
     loader = ArrayLoader(images, labels, batch_size, device)
     mean, std = stats_tensors([128.0] * 3, [64.0] * 3, device)
     gen = torch.Generator(device=device).manual_seed(0)
@@ -48,7 +52,7 @@ def ours(images, labels, batch_size, device, model=None):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01) if model else None
     seen, start = 0, time.perf_counter()
     for xb, yb in loader:
-        x = prepare(xb, mean, std, AUGMENT_DEFAULTS, gen, random_scales(len(xb), SCALES, 0.5, scale_gen))
+        x = prepare(xb, mean, std, augment, gen, random_scales(len(xb), SCALES, 0.5, scale_gen))
         step(model, optimizer, x, yb)
         seen += len(xb)
     if device.type == "cuda":

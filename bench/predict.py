@@ -27,6 +27,7 @@ from matplotlib import cbook
 
 from mrfer import predict
 from mrfer.data.faces import detect_faces, load_image
+from mrfer.infer import pick_device
 from mrfer.nets import build
 from mrfer.nets import checkpoint
 
@@ -83,7 +84,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
         cv2.setNumThreads(args.threads)
-    device = predict.pick_device(args.device)
+    device = pick_device(args.device)
     rng = np.random.default_rng(0)
 
     with tempfile.TemporaryDirectory() as tmp:

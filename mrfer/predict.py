@@ -46,18 +46,15 @@ import torch
 from tqdm import tqdm
 
 from mrfer import cli
-from mrfer.data.faces import VIDEO_SUFFIXES, detect_faces, extract_face, load_image
-from mrfer.errors import ImageError
+from mrfer.data.faces import IMAGE_SUFFIXES, VIDEO_SUFFIXES, detect_faces, extract_face, load_image
 from mrfer.data.records import Record
-from mrfer.errors import InputError, MissingInputError
+from mrfer.errors import ImageError, InputError, MissingInputError
 from mrfer.infer import infer, pick_device
 from mrfer.io import atomic_path, write_json
 from mrfer.nets import checkpoint
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp",
-                  ".pbm", ".pgm", ".ppm", ".pnm"}
 BOX_COLORS = {"main": (0, 200, 0), "small": (0, 140, 255)}  # BGR: green / orange
 
 

@@ -1,7 +1,8 @@
-"""On-device batch transforms (torchvision references' "presets", but batched on the device).
+"""On-device batch transforms: augmentation, low-resolution degradation and normalisation.
 
-Batches arrive as uint8 NHWC on the device; everything here is a few tensor ops per batch,
-never a Python loop over images.
+Batches arrive as uint8 NHWC on the device (GPU when there is one); everything here is a few
+tensor ops per batch, never a Python loop over images. Training and inference share `prepare`,
+so a face is normalised the same way in both.
 """
 from __future__ import annotations
 

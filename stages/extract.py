@@ -15,12 +15,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml", help="section extract")
     parser.add_argument("--out", required=True, help="folder to write faces.npy + manifest.csv (data/extracted)")
-    parser.add_argument("--report", required=True, help="extract report JSON to write (reports/extract.json)")
+    parser.add_argument("--report", help="extract report JSON to write (reports/extract.json); required "
+                        "unless --export-folders")
     parser.add_argument("--export-folders", metavar="DIR", help="export --out as class folders and exit")
     args = parser.parse_args()
     if args.export_folders:
         extract.export_folders(args.out, args.export_folders)
         return
+    if not args.report:
+        parser.error("the following arguments are required: --report")
     cfg = config.load_section(args.params, "extract", extract.ExtractParams)
     extract.extract(cfg, out_dir=args.out, report_path=args.report)
 

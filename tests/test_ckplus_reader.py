@@ -1,6 +1,5 @@
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from ckplus_fixture import make_ckplus
@@ -59,3 +58,13 @@ def test_empty_dataset_is_an_error(tmp_path):
     (tmp_path / "Emotion").mkdir()
     with pytest.raises(DatasetError, match="no usable faces"):
         datasets.read("ckplus", tmp_path)
+
+
+def test_registry_lists_readers_and_checks_options():
+    assert "ckplus" in datasets.available() and datasets.available() == sorted(datasets.available())
+    datasets.check_options("ckplus", {"apex_frames": 2, "frames": "all"})
+    with pytest.raises(DatasetError, match=r"dataset 'ckplus': unknown option\(s\) apexframes "
+                                           r"\(allowed: apex_frames, frames, neutral_frames\)"):
+        datasets.check_options("ckplus", {"apexframes": 3})
+    with pytest.raises(DatasetError, match="unknown dataset 'nope'"):
+        datasets.check_options("nope", {})

@@ -197,8 +197,8 @@ def sshd(tmp_path, monkeypatch):
     """A real OpenSSH server as the current user on 127.0.0.1, with a throwaway host key and
     user key; HOME points at a folder whose known_hosts trusts exactly that host key."""
     if not SSHD.is_file():
-        pytest.fail(f"{SSHD} not found: this test needs OpenSSH's server "
-                    f"(Debian: apt-get install -y openssh-server; .ci/run installs it)")
+        pytest.fail(f"{SSHD} not found: this test needs OpenSSH's server; run: sudo apt-get install -y "
+                    "openssh-server (`make test` installs it where it can: scripts/test_setup.sh)")
     if importlib.util.find_spec("dvc_ssh") is None:
         pytest.fail("dvc-ssh is not installed in this environment: pip install dvc-ssh "
                     "(pinned in requirements.txt and requirements-remotes.txt)")

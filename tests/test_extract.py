@@ -196,3 +196,9 @@ def test_stage_script_paths_are_required_and_bad_params_are_one_line(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert f"{tmp_path / 'params.yaml'}: extract.size = 'big'" in result.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_one_list_of_image_suffixes():
+    from mrfer.data.datasets import folders, jaffe, oulu
+    assert folders.IMAGE_SUFFIXES is jaffe.IMAGE_SUFFIXES is oulu.IMAGE_SUFFIXES is faces.IMAGE_SUFFIXES
+    assert {".png", ".jpg", ".tiff", ".pgm"} <= faces.IMAGE_SUFFIXES

@@ -14,7 +14,7 @@ from mrfer import config, nets
 from mrfer.data import shards
 from mrfer.data.downsample import DownsampleParams
 from mrfer.errors import InputError, ParamsError
-from mrfer.infer import encode_targets, fsr_features
+from mrfer.infer_fsr import encode_targets, fsr_features
 from mrfer.nets.fsr import (FSRCritic, FSRGenerator, FSRModel, check_target, embedding_from_target,
                             fer_fingerprint, load_fsr, sample_weights, super_resolve, target_features,
                             wgan_div_penalty)

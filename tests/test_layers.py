@@ -10,7 +10,7 @@ LAYERS = [
     ("base", ["mrfer/__init__.py", "mrfer/errors.py", "mrfer/io.py", "mrfer/config.py", "mrfer/metrics.py"]),
     ("data", ["mrfer/data/"]),
     ("nets", ["mrfer/nets/"]),
-    ("transforms/infer", ["mrfer/transforms.py", "mrfer/infer.py"]),
+    ("transforms/infer", ["mrfer/transforms.py", "mrfer/infer.py", "mrfer/infer_fsr.py", "mrfer/infer_clips.py"]),
     ("train", ["mrfer/train/"]),
     ("eval", ["mrfer/eval/"]),
     ("apps", ["mrfer/plots.py", "mrfer/predict.py", "mrfer/cli.py", "mrfer/__main__.py", "mrfer/sections.py",
@@ -40,3 +40,16 @@ def test_model_registry_is_a_leaf():
 def test_predict_imports_no_training_code():
     trained = sorted(p for p in relative(closure(REPO / "mrfer/predict.py")) if p.startswith("mrfer/train/"))
     assert not trained
+
+
+@pytest.mark.parametrize("package, leaf", [("mrfer/nets", "registry.py"), ("mrfer/data/datasets", "registry.py")])
+def test_registry_package_imports_every_module(package, leaf):
+    """Registration happens on import, so the package must name every module: otherwise a model
+    or reader would be missing, and DVC would not see it as a dep."""
+    init = REPO / package / "__init__.py"
+    modules = {p for p in (REPO / package).glob("*.py") if p.name not in ("__init__.py",)}
+    registering = {p for p in modules if "@register(" in p.read_text()}
+    assert registering and registering <= set(direct_imports(init))
+    assert relative(direct_imports(REPO / package / leaf)) <= {"mrfer/__init__.py", "mrfer/errors.py",
+                                                               "mrfer/data/__init__.py", "mrfer/data/records.py",
+                                                               f"{package}/__init__.py", "mrfer/nets/__init__.py"}

@@ -132,7 +132,8 @@ def test_apply_preset_cli(tmp_path):
     for text, message in (("downsample: {kernels: bilinear}\n", "unknown key(s) in section 'downsample': kernels"),
                           ("trainer: {epochs: 3}\n", "unknown section 'trainer'"),
                           ("extract: {dataset: fer2013, options: {usage: all}}\n", "unknown option(s) usage"),
-                          ("extract: {dataset: nosuchset}\n", "unknown dataset 'nosuchset'")):
+                          ("extract: {dataset: nosuchset}\n", "extract.dataset = 'nosuchset': not a registered reader"),
+                          ("pretrain_base: {epochs: ten}\n", "pretrain_base.epochs = 'ten': Input should be a valid integer")):
         bad.write_text(text)
         result = run([*cli, str(bad), "--params", str(params)], tmp_path, check=False)
         assert result.returncode == 2 and message in result.stderr, (text, result.stderr)

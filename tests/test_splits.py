@@ -1,7 +1,19 @@
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
+import yaml
 
+from mrfer import config
+from mrfer.data.assemble import AssembleParams, assemble
+from mrfer.data.labels import CLASSES, CONTEMPT
+from mrfer.data.shards import write_manifest
 from mrfer.data.splits import assign_folds, assign_splits, groups_of
+from mrfer.errors import DatasetError, InputError, MissingInputError, ParamsError
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def toy(n_subjects=30, per_subject=8, n_classes=4, seed=0):
@@ -60,3 +72,97 @@ def test_too_few_groups_is_a_clear_error():
     labels, groups = toy(n_subjects=3)
     with pytest.raises(ValueError, match="only 3 groups"):
         assign_splits(labels, groups, [None] * len(labels), 0.1, 0.1, seed=0)
+
+
+def test_too_few_groups_or_faces_for_the_folds_is_a_dataset_error():
+    labels, groups = toy(n_subjects=3)
+    with pytest.raises(DatasetError, match="cannot make 5 subject folds from 3 groups; lower assemble.folds"):
+        assign_folds(labels, groups, 5, "subject", seed=0)
+    with pytest.raises(DatasetError, match="only 3 groups"):
+        assign_splits(labels, groups, [None] * len(labels), 0.1, 0.1, seed=0)
+    with pytest.raises(DatasetError, match="cannot make 5 image folds: the largest class has 2 faces"):
+        assign_folds(np.array([0, 0, 1, 1]), groups_of([None] * 4, [None] * 4), 5, "image", seed=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# The assemble section and the manifest checks of the assemble step.
+
+def repo_params() -> dict:
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def assemble_params(**overrides) -> AssembleParams:
+    return AssembleParams.model_validate({**repo_params()["assemble"], "seed": 1, **overrides})
+
+
+def write_params(tmp_path: Path, **overrides) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({"seed": 3, "assemble": {**repo_params()["assemble"], **overrides}}))
+    return path
+
+
+def test_repo_params_validate_and_the_shared_seed_fills_the_section():
+    cfg = config.load_section(REPO / "params.yaml", "assemble", AssembleParams)
+    assert cfg.seed == repo_params()["seed"] and cfg.folds >= 2
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"folds": 1}, r"assemble\.folds = 1: .*greater than or equal to 2"),
+    ({"folds": "five"}, r"assemble\.folds = 'five'"),
+    ({"val_fraction": -0.1}, r"assemble\.val_fraction = -0\.1"),
+    ({"test_fraction": 1.0}, r"assemble\.test_fraction = 1\.0: .*less than 1"),
+    ({"val_fraction": 0.5, "test_fraction": 0.5},
+     r"assemble\.test_fraction = 0\.5: val_fraction \+ test_fraction must be < 1 \(val_fraction is 0\.5\)"),
+    ({"keep_source_split": "maybe"}, r"assemble\.keep_source_split = 'maybe'"),
+])
+def test_bad_params_name_file_key_and_value(tmp_path, overrides, message):
+    path = write_params(tmp_path, **overrides)
+    with pytest.raises(ParamsError, match=rf"^{path}: {message}"):
+        config.load_section(path, "assemble", AssembleParams)
+
+
+def write_extracted(root: Path, labels: np.ndarray, subjects: list[str], n_low: int | None = None) -> tuple[Path, Path]:
+    """data/extracted (faces + manifest) and data/downsampled/x2.npy with `n_low` faces (default: all)."""
+    extracted, downsampled = root / "extracted", root / "downsampled"
+    extracted.mkdir(parents=True)
+    downsampled.mkdir(parents=True)
+    faces = np.random.default_rng(0).integers(0, 256, (len(labels), 8, 8, 1), dtype=np.uint8)
+    np.save(extracted / "faces.npy", faces)
+    np.save(downsampled / "x2.npy", faces[: n_low if n_low is not None else len(faces)])
+    write_manifest(extracted / "manifest.csv", [
+        {"source": f"{i}.png", "label": int(label), "class": str(label), "subject": subject, "located": "landmarks"}
+        for i, (label, subject) in enumerate(zip(labels, subjects))])
+    return extracted, downsampled
+
+
+def test_assemble_writes_disjoint_splits(tmp_path):
+    labels, groups = toy(n_subjects=20, per_subject=4)
+    extracted, downsampled = write_extracted(tmp_path, labels, [g.split(":")[1] for g in groups])
+    report = assemble(assemble_params(folds=3), list(CLASSES), ["x2"], extracted, downsampled,
+                      tmp_path / "assembled", tmp_path / "assemble.json")
+    assert report["subject_independent"] and report["folds"] == 3
+    assert sum(s["faces"] for s in report["splits"].values()) == len(labels)
+    assert (tmp_path / "assembled" / "test" / "x2.npy").is_file()
+
+
+def test_assemble_refuses_inputs_that_do_not_fit(tmp_path):
+    labels, groups = toy(n_subjects=20, per_subject=4)
+    subjects = [g.split(":")[1] for g in groups]
+    extracted, downsampled = write_extracted(tmp_path / "short", labels, subjects, n_low=len(labels) - 1)
+    with pytest.raises(InputError, match=f"x2 has {len(labels) - 1} faces but .*manifest.csv has {len(labels)} "
+                                         "rows; re-run downsample"):
+        assemble(assemble_params(), list(CLASSES), ["x2"], extracted, downsampled, tmp_path / "a", tmp_path / "r.json")
+    labels[0] = CONTEMPT
+    extracted, downsampled = write_extracted(tmp_path / "contempt", labels, subjects)
+    with pytest.raises(InputError, match=r"label\(s\) \[7\] are not among the 7 classes.*re-run extract"):
+        assemble(assemble_params(), list(CLASSES), ["x2"], extracted, downsampled, tmp_path / "a", tmp_path / "r.json")
+    with pytest.raises(MissingInputError, match="manifest not found"):
+        assemble(assemble_params(), list(CLASSES), ["x2"], tmp_path / "none", downsampled, tmp_path / "a",
+                 tmp_path / "r.json")
+    assert not (tmp_path / "a").exists()
+
+
+def test_assemble_stage_paths_are_required():
+    result = subprocess.run([sys.executable, "stages/assemble.py"], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert all(arg in result.stderr for arg in ("--extracted", "--downsampled", "--out", "--report"))

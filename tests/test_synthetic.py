@@ -13,10 +13,24 @@ import numpy as np
 import pytest
 import yaml
 
+from mrfer import config
 from mrfer.data import synthetic
+from mrfer.errors import ParamsError
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = {"n_subjects": 3, "image_size": [64, 64], "frames": [3, 5], "labelled_fraction": 0.5, "seed": 7}
+SMALL = {"n_subjects": 3, "image_size": [64, 64], "frames": [3, 5], "labelled_fraction": 0.5, "seed": 7}
+
+
+def repo_section() -> dict:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())["synthesize"]
+
+
+def params(**overrides) -> synthetic.SynthesizeParams:
+    """The repo's `synthesize` section (seed 1) updated by `overrides`, validated."""
+    return synthetic.SynthesizeParams.model_validate({**repo_section(), "seed": 1, **overrides})
+
+
+TINY = params(**SMALL)
 NUMBER = r"\d\.\d{7}e[+-]\d{2}"
 LANDMARK_LINE = re.compile(rf"   {NUMBER}   {NUMBER}\n")
 EMOTION_FILE = re.compile(r"   [1-7]\.0000000e\+00\n")
@@ -37,7 +51,7 @@ def test_layout_and_file_names(tiny):
     root, summary = tiny
     assert sorted(p.name for p in root.iterdir()) == ["Emotion", "Landmarks", "cohn-kanade-images"]
     subjects = sorted(p.name for p in (root / "cohn-kanade-images").iterdir())
-    assert len(subjects) == TINY["n_subjects"]
+    assert len(subjects) == TINY.n_subjects
     assert all(re.fullmatch(r"S\d{3}", s) for s in subjects)
     for top in ("Emotion", "Landmarks"):
         assert sorted(p.name for p in (root / top).iterdir()) == subjects
@@ -49,7 +63,7 @@ def test_layout_and_file_names(tiny):
         for seq in sequences:
             images = sorted(p.name for p in (root / "cohn-kanade-images" / subject / seq).iterdir())
             n = len(images)
-            assert TINY["frames"][0] <= n <= TINY["frames"][1]
+            assert TINY.frames[0] <= n <= TINY.frames[1]
             assert images == [f"{subject}_{seq}_{t:08d}.png" for t in range(1, n + 1)]
             marks = sorted(p.name for p in (root / "Landmarks" / subject / seq).iterdir())
             assert marks == [f"{subject}_{seq}_{t:08d}_landmarks.txt" for t in range(1, n + 1)]
@@ -109,14 +123,14 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tiny, tmp_path):
     synthetic.synthesize(TINY, one_process, workers=1)
     assert files(one_process) == files(root)
     other = tmp_path / "other"
-    synthetic.synthesize({**TINY, "seed": TINY["seed"] + 1}, other)
+    synthetic.synthesize(params(**{**SMALL, "seed": TINY.seed + 1}), other)
     assert files(other) != files(root)
 
 
 def test_more_subjects_leave_earlier_subjects_unchanged(tmp_path):
-    cfg = {**TINY, "image_size": [48, 48], "frames": [2, 3]}
-    synthetic.synthesize({**cfg, "n_subjects": 1}, tmp_path / "one")
-    synthetic.synthesize({**cfg, "n_subjects": 2}, tmp_path / "two")
+    cfg = {**SMALL, "image_size": [48, 48], "frames": [2, 3]}
+    synthetic.synthesize(params(**{**cfg, "n_subjects": 1}), tmp_path / "one")
+    synthetic.synthesize(params(**{**cfg, "n_subjects": 2}), tmp_path / "two")
     one, two = files(tmp_path / "one"), files(tmp_path / "two")
     assert len(two) > len(one)
     assert {k: two[k] for k in one} == one
@@ -124,9 +138,10 @@ def test_more_subjects_leave_earlier_subjects_unchanged(tmp_path):
 
 def subject(code: int, difficulty: float, size: int = 160, seed: int = 3):
     """Neutral and apex (image, pixel landmarks) of one sequence showing CK+ code `code`."""
-    cfg = {**synthetic.DEFAULTS, "image_size": [size, size], "difficulty": difficulty, "seed": seed}
-    _, ident, _ = synthetic.subject_plan(seed, 0, cfg)
-    frames = synthetic.sequence_frames(ident, code, 6, np.random.default_rng([seed, code]), cfg)
+    cfg = params(image_size=[size, size], difficulty=difficulty, seed=seed)
+    _, ident, _ = synthetic.subject_plan(seed, 0, cfg.expression_rate, cfg.contempt_rate)
+    frames = synthetic.sequence_frames(ident, code, 6, np.random.default_rng([seed, code]), cfg.image_size,
+                                       cfg.difficulty, cfg.apex_intensity)
     return ident, frames[0], frames[-1]
 
 
@@ -228,8 +243,8 @@ def test_failure_in_a_worker_process_leaves_no_output(tmp_path, monkeypatch):
 
 def test_failure_keeps_the_previous_dataset(tmp_path, monkeypatch):
     out = tmp_path / "synthetic"
-    cfg = {**TINY, "n_subjects": 1, "image_size": [48, 48], "frames": [2, 2]}
-    synthetic.synthesize(cfg, out)
+    cfg = {**SMALL, "n_subjects": 1, "image_size": [48, 48], "frames": [2, 2]}
+    synthetic.synthesize(params(**cfg), out)
     before = files(out)
 
     def failing(*args, **kwargs):
@@ -237,25 +252,53 @@ def test_failure_keeps_the_previous_dataset(tmp_path, monkeypatch):
 
     monkeypatch.setattr(synthetic, "sequence_frames", failing)
     with pytest.raises(RuntimeError):
-        synthetic.synthesize({**cfg, "seed": 99}, out)
+        synthetic.synthesize(params(**{**cfg, "seed": 99}), out)
     assert files(out) == before
     assert [p.name for p in tmp_path.iterdir()] == ["synthetic"]
 
 
-def test_bad_params_are_refused(tmp_path):
-    with pytest.raises(ValueError, match="frames"):
-        synthetic.synthesize({**TINY, "frames": [1, 3]}, tmp_path / "x")
-    with pytest.raises(ValueError, match="difficulty"):
-        synthetic.synthesize({**TINY, "difficulty": 2}, tmp_path / "x")
+def write_params(path: Path, seed: int = 5, **overrides) -> Path:
+    """A params file: the repo's synthesize section updated by `overrides`, and a top-level seed."""
+    path.write_text(yaml.safe_dump({"seed": seed, "synthesize": {**repo_section(), **overrides}}))
+    return path
+
+
+def test_repo_params_validate_and_the_shared_seed_fills_the_section():
+    cfg = config.load_section(ROOT / "params.yaml", "synthesize", synthetic.SynthesizeParams)
+    assert cfg.seed == yaml.safe_load((ROOT / "params.yaml").read_text())["seed"]
+    assert cfg.difficulty == repo_section()["difficulty"]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"frames": [1, 3]}, r"synthesize\.frames = \[1, 3\]: must be \[min, max\] with 2 <= min <= max"),
+    ({"frames": [5, 3]}, r"synthesize\.frames = \[5, 3\]"),
+    ({"difficulty": 2}, r"synthesize\.difficulty = 2: .*less than or equal to 1"),
+    ({"image_size": [16, 64]}, r"synthesize\.image_size\.0 = 16: .*greater than or equal to 32"),
+    ({"n_subjects": 0}, r"synthesize\.n_subjects = 0"),
+    ({"labelled_fraction": "most"}, r"synthesize\.labelled_fraction = 'most'"),
+    ({"difficulty": None}, r"synthesize\.difficulty = None"),
+])
+def test_bad_params_are_refused(tmp_path, overrides, message):
+    path = write_params(tmp_path / "params.yaml", **overrides)
+    with pytest.raises(ParamsError, match=rf"^{path}: {message}"):
+        config.load_section(path, "synthesize", synthetic.SynthesizeParams)
+
+
+def test_bad_params_stop_the_stage_before_any_output(tmp_path):
+    path = write_params(tmp_path / "params.yaml", frames=[1, 3])
+    result = subprocess.run([sys.executable, "stages/synthesize.py", "--params", str(path), "--out",
+                             str(tmp_path / "x"), "--report", str(tmp_path / "r.json")],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"{path}: synthesize.frames = [1, 3]" in result.stderr
     assert not (tmp_path / "x").exists()
 
 
 def test_stage_script_writes_dataset_and_report(tmp_path):
-    params = tmp_path / "params.yaml"
-    section = {k: v for k, v in TINY.items() if k != "seed"}
-    params.write_text(yaml.safe_dump({"seed": 5, "synthesize": {**section, "n_subjects": 2}}))
+    section = {k: v for k, v in SMALL.items() if k != "seed"}
+    path = write_params(tmp_path / "params.yaml", seed=5, **{**section, "n_subjects": 2})
     out, report = tmp_path / "data" / "synthetic", tmp_path / "reports" / "synthesize.json"
-    subprocess.run([sys.executable, "stages/synthesize.py", "--params", str(params), "--out", str(out),
+    subprocess.run([sys.executable, "stages/synthesize.py", "--params", str(path), "--out", str(out),
                     "--report", str(report)], cwd=ROOT, check=True, capture_output=True)
     summary = json.loads(report.read_text())
     assert summary["seed"] == 5 and summary["subjects"] == 2
@@ -269,3 +312,5 @@ def test_stage_script_help():
                             capture_output=True, text=True)
     assert result.returncode == 0
     assert "--params" in result.stdout and "--out" in result.stdout and "--report" in result.stdout
+    result = subprocess.run([sys.executable, "stages/synthesize.py"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 2 and "--out" in result.stderr and "--report" in result.stderr

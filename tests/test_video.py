@@ -197,8 +197,8 @@ def tiny(tmp_path_factory):
                 cv2.imwrite(str(path), np.clip(image * gain, 0, 255).astype(np.uint8))
     write_sequence(raw, "S001", "004", 4, 2.0, size=64)  # contempt: dropped
     write_sequence(raw, "S009", "001", 4, 5.0, size=64)  # a subject assemble never saw
-    data = write_manifests(root / "assembled", {"train": ["S001", "S002", "S003"], "val": ["S004"],
-                                                "test": ["S005", "S006"]})
+    write_manifests(root / "assembled", {"train": ["S001", "S002", "S003"], "val": ["S004"],
+                                    "test": ["S005", "S006"]})
     torch.manual_seed(0)
     cnn = build("baseline_cnn", num_classes=7, in_chans=1, image_size=32, width=0.125)
     checkpoint.save_model(root / "cnn.pt", cnn, {
@@ -207,14 +207,38 @@ def tiny(tmp_path_factory):
     return root
 
 
-def tiny_cfg(root, **overrides):
-    return {**video.DEFAULTS, "seed": 5, "cnn": str(root / "cnn.pt"), "window": 4, "stride": 2, "hidden": 16,
-            "epochs": 3, "batch_size": 4, **overrides}
+def repo_section(name: str) -> dict:
+    return yaml.safe_load((REPO / "params.yaml").read_text())[name]
 
 
-def tiny_extract(root):
-    return {"dataset": "ckplus", "root": str(root / "raw"), "options": {"apex_frames": 3, "neutral_frames": 1},
-            "size": 32, "color": "gray", "margin": 0.1, "contempt": "drop", "no_face": "skip"}
+def tiny_cfg(**overrides) -> video.VideoTrainParams:
+    """The repo's video_train params, made small."""
+    values = {**repo_section("video_train"), "seed": 5, "window": 4, "stride": 2, "hidden": 16, "epochs": 3,
+              "batch_size": 4, **overrides}
+    return video.VideoTrainParams.model_validate(values)
+
+
+def extract_values(**overrides) -> dict:
+    return {**repo_section("extract"), "dataset": "ckplus", "options": {"apex_frames": 3, "neutral_frames": 1},
+            "size": 32, "color": "gray", "margin": 0.1, "contempt": "drop", "no_face": "skip", **overrides}
+
+
+def tiny_extract(**overrides) -> ExtractParams:
+    return ExtractParams.model_validate(extract_values(**overrides))
+
+
+def fit(root: Path, cfg, extract_cfg, out_dir: Path, name: str = "video", live_dir: str | None = None) -> dict:
+    return video.fit_video(cfg, extract_cfg, raw=root / "raw", data=root / "assembled", cnn=root / "cnn.pt",
+                           out=out_dir / f"{name}.pt", report=out_dir / f"{name}.json", live_dir=live_dir)
+
+
+def test_repo_params_validate():
+    cfg = config.load_section(REPO / "params.yaml", "video_train", video.VideoTrainParams)
+    assert cfg.window >= 1 and cfg.stride >= 1
+    with pytest.raises(ValueError, match="dropout"):
+        tiny_cfg(dropout=1.0)
+    with pytest.raises(ValueError, match="window"):
+        tiny_cfg(window=0)
 
 
 def check_report(report: dict, window: int, epochs: int):
@@ -233,9 +257,8 @@ def check_report(report: dict, window: int, epochs: int):
 
 
 def test_video_train_end_to_end_frozen(tiny, tmp_path):
-    cfg = tiny_cfg(tiny, epochs=8, lr=0.01)
-    report = video.fit_video(cfg, tiny_extract(tiny), tiny / "assembled", tmp_path / "video.pt",
-                             tmp_path / "video.json", live_dir=str(tmp_path / "live"))
+    cfg = tiny_cfg(epochs=8, lr=0.01)
+    report = fit(tiny, cfg, tiny_extract(), tmp_path, live_dir=str(tmp_path / "live"))
     check_report(report, 4, 8)
     assert report["gru"]["accuracy"] >= 0.8  # the GRU learns the fixture's brightness cue; the untrained
     assert report["frame_mean"]["accuracy"] < 0.8  # CNN head's frame votes do not
@@ -250,17 +273,15 @@ def test_video_train_end_to_end_frozen(tiny, tmp_path):
     probs = infer.score_clip(gru, cnn, meta, faces)
     assert probs.shape == (7,) and abs(probs.sum() - 1) < 1e-5
     # same seed, same everything (CPU)
-    again = video.fit_video(cfg, tiny_extract(tiny), tiny / "assembled", tmp_path / "video2.pt",
-                            tmp_path / "video2.json", live_dir=None)
+    again = fit(tiny, cfg, tiny_extract(), tmp_path, name="video2")
     assert again == report
     a, b = checkpoint.load(tmp_path / "video.pt")["state_dict"], checkpoint.load(tmp_path / "video2.pt")["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_video_train_fine_tuned_carries_its_cnn(tiny, tmp_path):
-    cfg = tiny_cfg(tiny, freeze=False, layers=2, mask_padding=True, window=8, stride=4)
-    report = video.fit_video(cfg, tiny_extract(tiny), tiny / "assembled", tmp_path / "video.pt",
-                             tmp_path / "video.json", live_dir=None)
+    cfg = tiny_cfg(freeze=False, layers=2, mask_padding=True, window=8, stride=4)
+    report = fit(tiny, cfg, tiny_extract(), tmp_path)
     check_report(report, 8, 3)
     payload = checkpoint.load(tmp_path / "video.pt")
     original = checkpoint.load(tiny / "cnn.pt")["state_dict"]
@@ -272,22 +293,28 @@ def test_video_train_fine_tuned_carries_its_cnn(tiny, tmp_path):
 
 def test_mismatched_cnn_and_wrong_cnn_file_are_clear_errors(tiny, tmp_path):
     with pytest.raises(ValueError, match="takes 32 px"):
-        video.fit_video(tiny_cfg(tiny), {**tiny_extract(tiny), "size": 48}, tiny / "assembled",
-                        tmp_path / "v.pt", tmp_path / "v.json", live_dir=None)
+        fit(tiny, tiny_cfg(), tiny_extract(size=48), tmp_path)
     with pytest.raises(ValueError, match="classes"):
-        video.fit_video(tiny_cfg(tiny), {**tiny_extract(tiny), "contempt": "keep"}, tiny / "assembled",
-                        tmp_path / "v.pt", tmp_path / "v.json", live_dir=None)
+        fit(tiny, tiny_cfg(), tiny_extract(contempt="keep"), tmp_path)
 
 
 def run_stage(monkeypatch, *argv):
-    """stages/video_train.py in this process (a subprocess would re-import torch: seconds)."""
+    """stages/video_train.py in this process (a subprocess would re-import torch: seconds); its exit code."""
     spec = importlib.util.spec_from_file_location("video_train_stage", REPO / "stages" / "video_train.py")
     stage = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(stage)
     monkeypatch.setattr(sys, "argv", ["video_train.py", *argv])
-    with pytest.raises(SystemExit) as exit_info:
+    try:
         cli.run(stage.main)
-    return exit_info.value.code
+    except SystemExit as e:
+        return e.code
+    return 0
+
+
+def stage_args(root: Path, out_dir: Path) -> list[str]:
+    return ["--data", str(root / "assembled"), "--raw", str(root / "raw"), "--cnn", str(root / "cnn.pt"),
+            "--out", str(out_dir / "video.pt"), "--report", str(out_dir / "video_train.json"),
+            "--live", str(out_dir / "live")]
 
 
 def test_stage_script_help_and_bad_key(tiny, tmp_path, monkeypatch, capsys, caplog):
@@ -295,7 +322,22 @@ def test_stage_script_help_and_bad_key(tiny, tmp_path, monkeypatch, capsys, capl
     help_text = capsys.readouterr().out
     assert "--params" in help_text and "video-train" in help_text
     params_file = tmp_path / "params.yaml"
-    params_file.write_text(yaml.safe_dump({"seed": 1, "extract": tiny_extract(tiny),
+    params_file.write_text(yaml.safe_dump({"seed": 1, "extract": extract_values(),
                                            "video_train": {"windw": 4}}))
-    assert run_stage(monkeypatch, "--params", str(params_file)) == 2
-    assert "unknown key(s) in section 'video_train': windw" in caplog.text
+    assert run_stage(monkeypatch, "--params", str(params_file), *stage_args(tiny, tmp_path)) == 2
+    assert "video_train.windw is not a key of this section" in caplog.text
+    assert not (tmp_path / "video.pt").exists()
+
+
+def test_stage_script_runs_and_reads_every_video_key(tiny, tmp_path, monkeypatch):
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump({"seed": 5, "extract": extract_values(),
+                                           "video_train": tiny_cfg(epochs=2).model_dump()}))
+    assert run_stage(monkeypatch, "--params", str(params_file), *stage_args(tiny, tmp_path)) == 0
+    report = json.loads((tmp_path / "video_train.json").read_text())
+    check_report(report, 4, 2)
+    assert (tmp_path / "video.pt").is_file() and (tmp_path / "live" / "metrics.json").is_file()
+    # the raw root is --raw, so extract.root is loaded and not read; every other key is read
+    trace = config.trace()
+    unread = {k for k in set(trace["loaded"]) - set(trace["read"]) if k.startswith(("video_train.", "extract."))}
+    assert unread == {"extract.root"}

@@ -63,6 +63,7 @@ class SynthesizeParams(Section):
             raise ValueError("must be [min, max] with 2 <= min <= max")
         return frames
 
+
 # CK+ emotion code -> action units (AU number -> weight at full intensity).
 EXPRESSIONS: dict[int, dict[int, float]] = {
     1: {4: 1.0, 7: 1.0, 24: 1.0},                   # anger: brow lower, lid tighten, lip press

@@ -26,7 +26,9 @@ from mrfer.infer import Device, infer, pick_device, seed_everything
 from mrfer.metrics import summarize
 from mrfer.errors import InputError
 from mrfer.io import atomic_path, write_json, write_text
+from mrfer.infer_fsr import fsr_features
 from mrfer.nets import checkpoint
+from mrfer.nets.fsr import load_fsr
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +63,12 @@ class Embedder:
         self.device, self.batch_size = device, batch_size
         self.fsr = None
         if extra == "fsr":
-            from mrfer.nets.fsr import load_fsr
             self.fsr = load_fsr(models_dir / "fsr.pt", device, fer_meta=self.meta)
 
     @torch.no_grad()
     def __call__(self, images: np.ndarray, scale: str) -> tuple[np.ndarray, np.ndarray]:
         norm = (self.meta["mean"], self.meta["std"])
         if self.fsr is not None and scale != "hr":
-            from mrfer.infer import fsr_features
             features, logits = fsr_features(self.model, self.fsr, images, *norm, device=self.device,
                                             batch_size=self.batch_size)
         else:

@@ -2,7 +2,7 @@
 over a window of per-frame CNN embeddings; the windows it sees; per-clip aggregation of window
 (or frame) scores; and loading a trained clip-model file (`models/video.pt`) with the CNN that
 embeds its frames. Not in the registry: it takes embeddings, not images. Scoring a clip of faces
-is `mrfer.infer.score_clip`; the clips themselves come from `mrfer.data.clips`. The window and
+is `mrfer.infer_clips.score_clip`; the clips themselves come from `mrfer.data.clips`. The window and
 aggregation helpers are plain numpy (no dataset code), so scoring imports only this file.
 
 Windows. The GRU sees windows of `window` frames: in training one window per clip per epoch,

@@ -26,7 +26,7 @@ for 2-D targets; a three-layer MLP for the embedding.
 A trained FSR (`models/fsr.pt`, written by `mrfer.train.fsr`) is rebuilt by `load_fsr` as an
 `FSRModel`; it names the FER model it was trained on, which `check_fer_meta` (by params_hash)
 and `check_fer_model` (by weights) enforce. `super_resolve` applies a generator to target
-features; `mrfer.infer.fsr_features` does the whole path from uint8 faces.
+features; `mrfer.infer_fsr.fsr_features` does the whole path from uint8 faces.
 """
 from __future__ import annotations
 

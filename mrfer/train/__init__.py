@@ -1,2 +1,2 @@
-"""Training: one loop (loop.py), on-device presets (presets.py), checkpoints, and the two
-training stages' recipes (base.py, multires.py)."""
+"""Training recipes, one module per stage (base, multires, kfold, fsr, video), on the shared
+classification loop (loop.py) with its in-memory loader (loader.py) and loss (losses.py)."""

@@ -19,7 +19,7 @@ class on the HR face (FSR-FER took it on the super-resolved features; `reweight_
 or averaged (`reduction: mean`). The classifier term is on the frozen head's outputs (logits).
 
 The networks and the applied model (`load_fsr`, `FSRModel`) are in `mrfer.nets.fsr`; applying
-a trained FSR to uint8 faces is `mrfer.infer.fsr_features`.
+a trained FSR to uint8 faces is `mrfer.infer_fsr.fsr_features`.
 """
 from __future__ import annotations
 
@@ -38,7 +38,8 @@ from mrfer.config import Section
 from mrfer.data import shards
 from mrfer.data.degrade import Scale
 from mrfer.errors import InputError
-from mrfer.infer import Device, autocast, encode_targets, pick_device, seed_everything
+from mrfer.infer import Device, autocast, pick_device, seed_everything
+from mrfer.infer_fsr import encode_targets
 from mrfer.io import write_json
 from mrfer.metrics import summarize
 from mrfer.nets import checkpoint

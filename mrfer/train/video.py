@@ -3,7 +3,7 @@ VGG-Face fine-tune system), and compare it with the same CNN's own head voting o
 
 The clips (every frame of each labelled sequence of the raw dataset, faces cropped as extract
 does, split by the assembled data's subjects) come from `mrfer.data.clips`; the GRU, its windows
-and the per-clip aggregation from `mrfer.nets.clip_gru`; clip scoring from `mrfer.infer`.
+and the per-clip aggregation from `mrfer.nets.clip_gru`; clip scoring from `mrfer.infer_clips`.
 
 Frozen CNN (`freeze: true`): every frame is embedded once (`infer(what="features")`) and only the
 GRU trains. `freeze: false` fine-tunes the CNN end to end with the GRU (lr `cnn_lr`), slower. The
@@ -32,7 +32,8 @@ from mrfer.data import labels, splits
 from mrfer.data.clips import Clip, ClipSet, load_clips, reader_options
 from mrfer.data.extract import ExtractParams
 from mrfer.errors import InputError
-from mrfer.infer import Device, autocast, infer, pick_device, predict_clips, seed_everything
+from mrfer.infer import Device, autocast, infer, pick_device, seed_everything
+from mrfer.infer_clips import predict_clips
 from mrfer.io import write_json
 from mrfer.metrics import summarize
 from mrfer.nets import checkpoint
@@ -79,7 +80,7 @@ class Frames:
     norm: tuple                     # the CNN's (mean, std)
     batch_size: int                 # CNN inference batch
     finetune: bool
-    faces_t: torch.Tensor | None = None   # fine-tuning: the faces and the norm stats on the device
+    faces_t: torch.Tensor | None = None   # fine-tuning only: the faces and the norm stats on the device
     mean_t: torch.Tensor | None = None
     std_t: torch.Tensor | None = None
 
@@ -133,6 +134,17 @@ def embed_frames(cnn: nn.Module, faces: np.ndarray, norm: tuple, device: torch.d
     with torch.no_grad():
         frame_probs = cnn.head(features.to(device)).float().softmax(1).cpu().numpy()
     return features.to(device), frame_probs
+
+
+def make_frames(faces: np.ndarray, features: torch.Tensor, cnn: nn.Module, norm: tuple, batch_size: int,
+                finetune: bool) -> Frames:
+    """The frames; fine-tuning puts the faces on the device, a frozen CNN takes no gradient."""
+    if not finetune:
+        cnn.requires_grad_(False)
+        return Frames(faces, features, cnn, norm, batch_size, finetune)
+    device = features.device
+    return Frames(faces, features, cnn, norm, batch_size, finetune, torch.from_numpy(faces).to(device),
+                  *stats_tensors(*norm, device))
 
 
 def clip_features(frames: Frames, clips: list[Clip]) -> tuple[torch.Tensor, list[np.ndarray]]:
@@ -285,6 +297,18 @@ def frame_vote_metrics(frame_probs: np.ndarray, clips: list[Clip], n_classes: in
             "majority": summarize(y, majority_vote(probs, owner, len(clips)), n_classes)}
 
 
+def video_meta(model: ClipGRU, cfg: VideoTrainParams, extract_cfg: ExtractParams, cnn: str | os.PathLike,
+               cnn_meta: dict, classes: list[str], options: dict, hash_: str) -> dict:
+    """What `clip_gru.load_video` and a reader of the model file need: the GRU, its windows, its CNN."""
+    return {"stage": "video_train", "classes": classes, "gru": model.config, "window": cfg.window,
+            "stride": cfg.stride, "freeze": bool(cfg.freeze), "cnn": str(cnn),
+            "cnn_params_hash": cnn_meta["params_hash"], "cnn_meta": cnn_summary(cnn_meta),
+            "extract": {"dataset": extract_cfg.dataset, "size": extract_cfg.size, "color": extract_cfg.color,
+                        "margin": extract_cfg.margin, "contempt": extract_cfg.contempt},
+            "reader_options": options, "params_hash": hash_, "seed": cfg.seed,
+            "versions": checkpoint.versions()}
+
+
 def save_video(out: str | os.PathLike, model: ClipGRU, frames: Frames, meta: dict) -> None:
     """The GRU's weights and `meta`; a fine-tuned CNN's weights too (a frozen one is named by meta)."""
     payload = {"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "meta": meta}
@@ -337,12 +361,7 @@ def fit_video(cfg: VideoTrainParams, extract_cfg: ExtractParams, *, raw: str | o
                     cfg.mask_padding).to(device)
     train_frames = torch.from_numpy(np.concatenate([c.rows for c in clip_set.by_split["train"]])).to(device)
     model.set_input_stats(features[train_frames])
-    frames = Frames(clip_set.faces, features, cnn_model, norm, cfg.eval_batch_size, finetune=not cfg.freeze)
-    if frames.finetune:
-        frames.faces_t = torch.from_numpy(clip_set.faces).to(device)
-        frames.mean_t, frames.std_t = stats_tensors(*norm, device)
-    else:
-        cnn_model.requires_grad_(False)
+    frames = make_frames(clip_set.faces, features, cnn_model, norm, cfg.eval_batch_size, finetune=not cfg.freeze)
     history, best_epoch = train_gru(model, frames, clip_set.by_split, cfg, use_amp, live_dir)
 
     test_clips = clip_set.by_split["test"]
@@ -350,14 +369,7 @@ def fit_video(cfg: VideoTrainParams, extract_cfg: ExtractParams, *, raw: str | o
     gru_metrics = summarize([c.label for c in test_clips], test_scores.argmax(1), len(classes))
     votes = frame_vote_metrics(frame_probs, test_clips, len(classes))
     hash_ = run_hash(cfg, extract_cfg, raw, cnn, options, cnn_meta["params_hash"])
-    meta = {"stage": "video_train", "classes": classes, "gru": model.config, "window": cfg.window,
-            "stride": cfg.stride, "freeze": bool(cfg.freeze), "cnn": str(cnn),
-            "cnn_params_hash": cnn_meta["params_hash"], "cnn_meta": cnn_summary(cnn_meta),
-            "extract": {"dataset": extract_cfg.dataset, "size": extract_cfg.size, "color": extract_cfg.color,
-                        "margin": extract_cfg.margin, "contempt": extract_cfg.contempt},
-            "reader_options": options, "params_hash": hash_, "seed": cfg.seed,
-            "versions": checkpoint.versions()}
-    save_video(out, model, frames, meta)
+    save_video(out, model, frames, video_meta(model, cfg, extract_cfg, cnn, cnn_meta, classes, options, hash_))
     result = video_report(gru_metrics, votes, classes, clip_set, history, best_epoch, cfg, hash_,
                           cnn_meta["params_hash"])
     write_json(report, result)

@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from mrfer.data import labels
-from mrfer.data.datasets import register
+from mrfer.data.datasets.registry import register
 from mrfer.data.faces import VIDEO_SUFFIXES
 from mrfer.data.records import Record, SkipLog, require_dir
 from mrfer.errors import DatasetError

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Iterator
 
 from mrfer.data import labels
-from mrfer.data.datasets import register
+from mrfer.data.datasets.registry import register
 from mrfer.data.records import Record, SkipLog, inside, require_dir
 from mrfer.errors import DatasetError
 

@@ -21,7 +21,7 @@ from typing import Iterator
 import numpy as np
 
 from mrfer.data import labels
-from mrfer.data.datasets import register
+from mrfer.data.datasets.registry import register
 from mrfer.data.records import Record, SkipLog, require_dir
 from mrfer.errors import DatasetError
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Iterator
 
 from mrfer.data import labels
-from mrfer.data.datasets import register
+from mrfer.data.datasets.registry import register
 from mrfer.data.datasets.fer2013 import (CSV_CANDIDATES, check_public_test, find_csv,
                                          parse_pixels, read_csv_rows, usage_split)
 from mrfer.data.records import Record, SkipLog, require_dir

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 from mrfer.data import labels
-from mrfer.data.datasets import register
+from mrfer.data.datasets.registry import register
 from mrfer.data.faces import IMAGE_SUFFIXES
 from mrfer.data.records import Record, SkipLog, require_dir
 

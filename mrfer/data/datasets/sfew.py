@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
-from mrfer.data.datasets import register
+from mrfer.data.datasets.registry import register
 from mrfer.data.datasets.folders import iter_class_folders
 from mrfer.data.records import Record, SkipLog, require_dir
 from mrfer.errors import DatasetError
