@@ -12,7 +12,7 @@ from pydantic import Field
 
 from mrfer.data import shards
 from mrfer.errors import InputError
-from mrfer.metrics import summarize
+from mrfer.metrics import summarize, warn_if_collapsed
 from mrfer.transforms import prepare, stats_tensors
 
 
@@ -61,11 +61,13 @@ def infer(model: torch.nn.Module, images: np.ndarray, mean: list[float], std: li
 
 
 def test_at_scales(model: torch.nn.Module, data_dir: str | os.PathLike, scales: list[str],
-                    norm: tuple, device: torch.device, n_classes: int) -> dict:
-    """Test-set metrics at full resolution and at every downsampled scale."""
+                   norm: tuple, device: torch.device, classes: list[str], what: str) -> dict:
+    """Test-set metrics at full resolution and at every downsampled scale; a warning for every
+    scale where the model's predictions collapsed onto one class."""
     out = {}
     for scale in ["hr", *scales]:
         images, labels = shards.load_xy(data_dir, "test", scale)
         predicted = infer(model, images, *norm, device=device).argmax(1).numpy()
-        out[scale] = summarize(labels, predicted, n_classes)
+        out[scale] = summarize(labels, predicted, len(classes))
+        warn_if_collapsed(out[scale], f"{what} at {scale}", classes)
     return out

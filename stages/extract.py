@@ -1,8 +1,10 @@
 """extract: read a raw FER dataset (any registered reader), crop and align every face.
 
 Reads the dataset at `extract.root` (params.yaml holds that path once; dvc.yaml names it as a
-dep through `${extract.root}`). Writes --out/{faces.npy,manifest.csv} and --report (counts per
-class and every skipped input with its reason). `--export-folders DIR` instead writes the
+dep through `${extract.root}`). Writes --out/{faces.npy,manifest.csv}, --report (counts per
+class, every skipped input with its reason, and a count of repeated images) and --duplicates
+(every repeated image with the one it repeats; a header alone when the dataset has none or its
+reader does not look for them). `--export-folders DIR` instead writes the
 already extracted faces in --out as DIR/<class>/*.png for people to look at.
 """
 import argparse
@@ -17,15 +19,19 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="folder to write faces.npy + manifest.csv (data/extracted)")
     parser.add_argument("--report", help="extract report JSON to write (reports/extract.json); required "
                         "unless --export-folders")
+    parser.add_argument("--duplicates", help="CSV of repeated images to write "
+                        "(reports/extract_duplicates.csv); required unless --export-folders")
     parser.add_argument("--export-folders", metavar="DIR", help="export --out as class folders and exit")
     args = parser.parse_args()
     if args.export_folders:
         extract.export_folders(args.out, args.export_folders)
         return
-    if not args.report:
-        parser.error("the following arguments are required: --report")
+    missing = [flag for flag, value in (("--report", args.report), ("--duplicates", args.duplicates))
+               if not value]
+    if missing:
+        parser.error(f"the following arguments are required: {', '.join(missing)}")
     cfg = config.load_section(args.params, "extract", extract.ExtractParams)
-    extract.extract(cfg, out_dir=args.out, report_path=args.report)
+    extract.extract(cfg, out_dir=args.out, report_path=args.report, duplicates_path=args.duplicates)
 
 
 if __name__ == "__main__":

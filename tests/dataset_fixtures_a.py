@@ -2,7 +2,8 @@
 ExpW, JAFFE), including the bad cases each reader must skip.
 
 Every `make_*` writes under `root` and returns what it wrote and what a reader must yield:
-    {"records": [expected record dicts], "skips": [(source, reason)], "notes": [(source, note)], ...}
+    {"records": [expected record dicts], "skips": [(source, reason)], "notes": [(source, note)],
+     "duplicates": [(source, first_source, split, first_split, action)] (readers that look for them), ...}
 An expected record dict holds the Record fields that the reader must set exactly
 (source, label, split, subject, box, aligned). The label code tables below are written from
 each dataset's documentation, independently of mrfer.data.labels.
@@ -134,13 +135,13 @@ def make_fer2013(root: Path, n_per_class: int = 5, bad: bool = True, seed: int =
                  csv_name: str = "fer2013.csv") -> dict:
     """Kaggle fer2013.csv (header `emotion,pixels,Usage`), or with csv_name="icml_face_data.csv"
     the competition file (header `emotion, Usage, pixels`). With `bad`, adds one row per bad
-    case and a cross-split duplicate of the first face (kept, noted)."""
+    case and a cross-split duplicate of the first face (kept, listed)."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     icml = csv_name == "icml_face_data.csv"
     rows = [(str(code), pixels_text(img), usage, img) for code, img, usage in fer2013_rows(n_per_class, rng)]
-    out = {"records": [], "skips": [], "notes": [], "images": {}, "blank": None, "path": root / csv_name}
+    out = {"records": [], "skips": [], "duplicates": [], "images": {}, "blank": None, "path": root / csv_name}
     bad_rows = []
     if bad:
         face = face_image(48, 0, rng)
@@ -182,8 +183,7 @@ def make_fer2013(root: Path, n_per_class: int = 5, bad: bool = True, seed: int =
         if reason is None:
             out["records"].append(expected(source, int(fields[0]), "test", aligned=True))
             out["images"][source] = rows[0][3]
-            out["notes"].append((source, f"duplicate image: same content as {first_source}, "
-                                         f"across splits (train / test); kept"))
+            out["duplicates"].append((source, first_source, "test", "train", "kept"))
             out["duplicate"] = source
         else:
             out["skips"].append((source, reason))
@@ -193,9 +193,6 @@ def make_fer2013(root: Path, n_per_class: int = 5, bad: bool = True, seed: int =
         source = add_line((code, pixels, usage))
         out["records"].append(expected(source, int(code), USAGE_SPLIT[usage], aligned=True))
         out["images"][source] = img
-    if bad:
-        out["notes"].append((csv_name, "duplicates: 1 images repeat an earlier one, "
-                                       "1 of them across splits; all kept"))
     (root / csv_name).write_text("\n".join(lines) + "\n")
     return out
 
@@ -203,12 +200,12 @@ def make_fer2013(root: Path, n_per_class: int = 5, bad: bool = True, seed: int =
 def make_fer2013_folders(root: Path, n_per_class: int = 5, bad: bool = True, seed: int = 0) -> dict:
     """The Kaggle image release: train/<class>/Training_<id>.jpg, test/<class>/PublicTest_<id>.jpg
     and PrivateTest_<id>.jpg. With `bad`: an unknown class folder, a byte-identical copy of a
-    training image under test/ (noted, kept), and a non-image file (ignored)."""
+    training image under test/ (listed, kept), and a non-image file (ignored)."""
     root = Path(root)
     rng = np.random.default_rng(seed)
     folders = {"angry": "angry", "disgust": "disgust", "fear": "fear", "happy": "happy",
                "sad": "sad", "surprise": "surprise", "neutral": "neutral"}
-    out = {"records": [], "skips": [], "notes": []}
+    out = {"records": [], "skips": [], "duplicates": []}
     for k, (code, img, usage) in enumerate(fer2013_rows(n_per_class, rng)):
         name = next(n for n, c in FER2013_CODES.items() if c == code)
         top = "train" if usage == "Training" else "test"
@@ -220,14 +217,51 @@ def make_fer2013_folders(root: Path, n_per_class: int = 5, bad: bool = True, see
         copy = f"test/{Path(first['source']).parent.name}/PrivateTest_99999999.jpg"
         shutil.copyfile(root / first["source"], root / copy)
         out["records"].append(expected(copy, first["label"], "test", aligned=True))
-        out["notes"].append((copy, f"duplicate image: same content as {first['source']}, "
-                                   f"across splits (train / test); kept"))
-        out["notes"].append(("image folders", "duplicates: 1 images repeat an earlier one, "
-                                              "1 of them across splits; all kept"))
+        out["duplicates"].append((copy, first["source"], "test", "train", "kept"))
         write_image(root / "train/unknown_class/Training_1.jpg", face_image(48, 6, rng))
         out["skips"].append(("train/unknown_class", "unknown class folder: 'unknown_class' (1 images); "
                                                     "map it with class_map"))
         (root / "train/happy/Thumbs.db").write_bytes(b"not an image")
+    return out
+
+
+def make_fer2013_duplicates(root: Path, seed: int = 0) -> dict:
+    """fer2013.csv with repeats of every kind: within train, train/val, train/test, val/test, and
+    a PublicTest row placed before the Training row it copies. Returns what `duplicates: keep`
+    must give ("records", "duplicates") and the rows `drop_from_eval` must drop ("dropped":
+    (source, first_source)), the val/test copies of training images."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    rows = [(str(code), pixels_text(img), usage) for code, img, usage in
+            fer2013_rows(5, np.random.default_rng(seed))]
+    base = 3   # line of the first official row: header, the early PublicTest copy, then rows
+    line_of = lambda i: f"fer2013.csv:{base + i}"                                   # noqa: E731
+    train = [i for i, row in enumerate(rows) if row[2] == "Training"]
+    val = [i for i, row in enumerate(rows) if row[2] == "PublicTest"]
+    late_train = train[-1]                 # its PublicTest copy comes first in the file
+    copies = [  # (row copied, Usage of the copy, the copy is dropped by drop_from_eval)
+        (train[0], "Training", False),     # within train
+        (train[1], "PublicTest", True),    # train / val
+        (train[0], "PrivateTest", True),   # train / test (a third copy of train[0])
+        (val[0], "PrivateTest", False),    # val / test
+    ]
+    lines = ["emotion,pixels,Usage", f"{rows[late_train][0]},{rows[late_train][1]},PublicTest"]
+    lines += [",".join(row) for row in rows]
+    lines += [f"{rows[i][0]},{rows[i][1]},{usage}" for i, usage, _ in copies]
+    (root / "fer2013.csv").write_text("\n".join(lines) + "\n")
+
+    out = {"records": [], "duplicates": [], "dropped": []}
+    out["records"].append(expected("fer2013.csv:2", int(rows[late_train][0]), "val", aligned=True))
+    out["duplicates"].append(("fer2013.csv:2", line_of(late_train), "val", "train", "kept"))
+    out["dropped"].append(("fer2013.csv:2", line_of(late_train)))
+    for i, (code, _, usage) in enumerate(rows):
+        out["records"].append(expected(line_of(i), int(code), USAGE_SPLIT[usage], aligned=True))
+    for k, (i, usage, dropped) in enumerate(copies):
+        source = f"fer2013.csv:{base + len(rows) + k}"
+        out["records"].append(expected(source, int(rows[i][0]), USAGE_SPLIT[usage], aligned=True))
+        out["duplicates"].append((source, line_of(i), USAGE_SPLIT[usage], USAGE_SPLIT[rows[i][2]], "kept"))
+        if dropped:
+            out["dropped"].append((source, line_of(i)))
     return out
 
 
@@ -264,7 +298,7 @@ def make_ferplus(root: Path, seed: int = 0) -> dict:
     ]
     rows = [("fer{}.png", votes, ("label", lab), ("label", lab)) for votes, lab in clear] + cases
     fer_lines, plus_lines = ["emotion,pixels,Usage"], [FERPLUS_HEADER]
-    out = {"rows": [], "skips_always": []}
+    out = {"rows": [], "skips_always": [], "duplicate": None}
     for k, (name, votes, majority, plurality) in enumerate(rows):
         usage = ("Training", "PublicTest", "PrivateTest")[k % 3]
         image_name = name.format(f"{k:07d}")
@@ -274,6 +308,14 @@ def make_ferplus(root: Path, seed: int = 0) -> dict:
         out["rows"].append({"source": image_name, "plus_source": f"fer2013new.csv:{len(plus_lines)}",
                             "split": USAGE_SPLIT[usage], "votes": votes,
                             "majority": majority, "plurality": plurality})
+    # A PrivateTest copy of the first (Training) face with the same votes, as FER2013 has:
+    # labelled like it, kept unless `duplicates: drop_from_eval`.
+    first = out["rows"][0]
+    fer_lines.append(fer_lines[1].rsplit(",", 1)[0] + ",PrivateTest")
+    plus_lines.append(",".join(["PrivateTest", "fer9000000.png"] + [str(v) for v in first["votes"]]))
+    out["rows"].append(dict(first, source="fer9000000.png", plus_source=f"fer2013new.csv:{len(plus_lines)}",
+                            split="test"))
+    out["duplicate"] = ("fer9000000.png", first["source"])
     # Rows every mode must skip: bad votes, a short FER+ row, disagreeing Usage, bad pixels.
     face = pixels_text(face_image(48, 3, rng))
     specials = [

@@ -1,3 +1,4 @@
+import csv
 import json
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import pytest
 import yaml
 
 from ckplus_fixture import face_landmarks, make_ckplus
+from dataset_fixtures_a import make_fer2013_duplicates
 from mrfer import config as params_config
 from mrfer.data import extract, faces, shards
 from mrfer.data.records import Record
@@ -35,7 +37,7 @@ def write_params(tmp_path: Path, **extract_overrides) -> Path:
 
 
 def run(tmp_path, cfg):
-    report = extract.extract(cfg, tmp_path / "out", tmp_path / "report.json")
+    report = extract.extract(cfg, tmp_path / "out", tmp_path / "report.json", tmp_path / "duplicates.csv")
     return report, shards.load_array(tmp_path / "out" / "faces.npy"), shards.read_manifest(tmp_path / "out" / "manifest.csv")
 
 
@@ -51,6 +53,31 @@ def test_ckplus_extract_writes_faces_manifest_and_skip_report(tmp_path):
     assert by_reason["contempt dropped"] == 3  # S010/002: its neutral first frame is kept
     assert by_reason["unreadable or corrupt image"] == 1
     assert json.loads((tmp_path / "report.json").read_text())["skips"] == report["skips"]
+    # CK+'s reader does not look for duplicates: no summary key, a CSV with its header alone
+    assert "duplicates" not in report
+    assert (tmp_path / "duplicates.csv").read_text() == "source,first_source,split,first_split,action\n"
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("mode, dropped", [("keep", 0), ("drop_from_eval", 3)])
+def test_fer2013_duplicates_counted_in_report_and_listed_in_csv(tmp_path, mode, dropped):
+    made = make_fer2013_duplicates(tmp_path / "fer")
+    cfg = config(tmp_path / "fer", dataset="fer2013", options={"duplicates": mode}, size=48, color="gray")
+    report, images, rows = run(tmp_path, cfg)
+    assert report["duplicates"] == {"images": 5, "across_splits": 4, "dropped_from_eval": dropped}
+    assert json.loads((tmp_path / "report.json").read_text())["duplicates"] == report["duplicates"]
+    assert report["notes"] == [] and report["faces"] == len(rows) == len(made["records"]) - dropped
+    assert report["skipped_by_reason"] == ({"duplicate of a training image": 3} if dropped else {})
+    drop = {source for source, _ in made["dropped"]} if dropped else set()
+    assert read_csv(tmp_path / "duplicates.csv") == [
+        {"source": source, "first_source": first, "split": split, "first_split": first_split,
+         "action": "dropped" if source in drop else "kept"}
+        for source, first, split, first_split, _ in made["duplicates"]]
+    assert not drop & {r["source"] for r in rows}
 
 
 def test_contempt_kept_as_eighth_class(tmp_path):
@@ -63,8 +90,8 @@ def test_bad_config_and_empty_dataset_fail_clearly(tmp_path):
     with pytest.raises(ParamsError, match="extract.color"):
         params_config.load_section(write_params(tmp_path, color="cmyk"), "extract", extract.ExtractParams)
     with pytest.raises(DatasetError, match="cohn-kanade-images"):
-        extract.extract(config(tmp_path), tmp_path / "o", tmp_path / "r.json")
-    assert not (tmp_path / "o").exists()
+        extract.extract(config(tmp_path), tmp_path / "o", tmp_path / "r.json", tmp_path / "d.csv")
+    assert not (tmp_path / "o").exists() and not (tmp_path / "d.csv").exists()
 
 
 def test_all_images_unreadable_leaves_no_output(tmp_path):
@@ -72,7 +99,8 @@ def test_all_images_unreadable_leaves_no_output(tmp_path):
     (root / "happy").mkdir(parents=True)
     (root / "happy" / "a.png").write_bytes(b"garbage")
     with pytest.raises(DatasetError, match="no face could be extracted"):
-        extract.extract(config(root, dataset="folders", options={}), tmp_path / "o", tmp_path / "r.json")
+        extract.extract(config(root, dataset="folders", options={}), tmp_path / "o", tmp_path / "r.json",
+                        tmp_path / "d.csv")
     assert not (tmp_path / "o").exists()
 
 
@@ -155,6 +183,9 @@ def test_repo_params_validate():
      r"extract\.options = \{'apexframes': 3\}: dataset 'ckplus': unknown option\(s\) apexframes "
      r"\(allowed: apex_frames, frames, neutral_frames\)"),
     ({"options": {"class_map": {}}}, r"extract\.options = .*unknown option\(s\) class_map"),
+    ({"dataset": "fer2013", "options": {"duplicates": "drop"}},
+     r"extract\.options = \{'duplicates': 'drop'\}: dataset 'fer2013': option duplicates must be one of "
+     r"keep, drop_from_eval, got 'drop'"),
     ({"sizes": 64}, r"extract\.sizes is not a key of this section \(allowed: .*size"),
 ])
 def test_bad_params_name_file_key_and_value(tmp_path, overrides, message):
@@ -190,8 +221,14 @@ def test_stage_script_paths_are_required_and_bad_params_are_one_line(tmp_path):
     result = subprocess.run([sys.executable, "stages/extract.py", "--params", str(write_params(tmp_path))],
                             cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 2 and "--out" in result.stderr and "--report" in result.stderr
-    result = subprocess.run([sys.executable, "stages/extract.py", "--params", str(write_params(tmp_path, size="big")),
+    result = subprocess.run([sys.executable, "stages/extract.py", "--params", str(write_params(tmp_path)),
                              "--out", str(tmp_path / "o"), "--report", str(tmp_path / "r.json")],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 2 and "required: --duplicates" in result.stderr
+    assert not (tmp_path / "o").exists()
+    result = subprocess.run([sys.executable, "stages/extract.py", "--params", str(write_params(tmp_path, size="big")),
+                             "--out", str(tmp_path / "o"), "--report", str(tmp_path / "r.json"),
+                             "--duplicates", str(tmp_path / "d.csv")],
                             cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert f"{tmp_path / 'params.yaml'}: extract.size = 'big'" in result.stderr

@@ -7,9 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from dataset_fixtures_a import (ferplus_expected, make_affectnet, make_expw, make_fer2013,
-                                make_fer2013_folders, make_ferplus, make_jaffe, make_rafdb)
+                                make_fer2013_duplicates, make_fer2013_folders, make_ferplus, make_jaffe,
+                                make_rafdb)
 
-from mrfer.data.datasets import read
+from mrfer.data.datasets import check_options, read
+from mrfer.data.records import DUPLICATE_FIELDS
 from mrfer.errors import DatasetError
 
 FIELDS = ("source", "label", "split", "subject", "box", "aligned")
@@ -34,10 +36,21 @@ def note_pairs(skips) -> list[tuple[str, str]]:
     return sorted((item["source"], item["note"]) for item in skips.notes)
 
 
+def duplicate_rows(skips) -> list[tuple] | None:
+    """The reader's duplicates list as tuples, None if the reader does not look for them."""
+    if skips.duplicates is None:
+        return None
+    return [tuple(row[name] for name in DUPLICATE_FIELDS) for row in skips.duplicates]
+
+
 def assert_read(records, skips, made: dict) -> None:
     assert as_dicts(records) == by_source(made["records"])
     assert skip_pairs(skips) == sorted(made["skips"])
     assert note_pairs(skips) == sorted(made.get("notes", []))
+    assert duplicate_rows(skips) == made.get("duplicates")
+
+
+DROP_REASON = "duplicate of a training image: same content as {} (duplicates is 'drop_from_eval')"
 
 
 # ----------------------------------------------------------------------------- FER2013
@@ -87,6 +100,50 @@ def test_fer2013_layout_option_picks_between_csv_and_folders(tmp_path):
         read("fer2013", tmp_path, {"layout": "zip"})
 
 
+def test_fer2013_duplicates_are_listed_and_kept_by_default(tmp_path):
+    made = make_fer2013_duplicates(tmp_path)
+    records, skips = read("fer2013", tmp_path)
+    assert as_dicts(records) == by_source(made["records"])              # the official split
+    assert [r.source for r in records] == [r["source"] for r in made["records"]]   # in file order
+    assert len(skips) == 0 and skips.notes == []
+    assert duplicate_rows(skips) == made["duplicates"]
+    # within train, train/val (early in the file), train/val, train/test, val/test
+    assert skips.duplicate_summary() == {"images": 5, "across_splits": 4, "dropped_from_eval": 0}
+    assert read("fer2013", tmp_path, {"duplicates": "keep"})[1].duplicates == skips.duplicates
+
+
+def test_fer2013_drop_from_eval_skips_eval_copies_of_training_images(tmp_path):
+    made = make_fer2013_duplicates(tmp_path)
+    records, skips = read("fer2013", tmp_path, {"duplicates": "drop_from_eval"})
+    dropped = dict(made["dropped"])
+    assert as_dicts(records) == by_source([r for r in made["records"] if r["source"] not in dropped])
+    assert skip_pairs(skips) == sorted((s, DROP_REASON.format(first)) for s, first in dropped.items())
+    assert skips.reasons() == {"duplicate of a training image": 3}
+    assert duplicate_rows(skips) == [row[:4] + ("dropped" if row[0] in dropped else "kept",)
+                                     for row in made["duplicates"]]
+    assert skips.duplicate_summary() == {"images": 5, "across_splits": 4, "dropped_from_eval": 3}
+    train = {r.image.tobytes() for r in records if r.split == "train"}
+    assert not any(r.image.tobytes() in train for r in records if r.split != "train")
+
+
+def test_fer2013_folders_drop_from_eval(tmp_path):
+    made = make_fer2013_folders(tmp_path, n_per_class=5)
+    (copy, first, *_), = made["duplicates"]
+    records, skips = read("fer2013", tmp_path, {"duplicates": "drop_from_eval"})
+    assert as_dicts(records) == by_source([r for r in made["records"] if r["source"] != copy])
+    assert skip_pairs(skips) == sorted(made["skips"] + [(copy, DROP_REASON.format(first))])
+    assert duplicate_rows(skips) == [(copy, first, "test", "train", "dropped")]
+
+
+@pytest.mark.parametrize("name", ["fer2013", "ferplus"])
+def test_bad_duplicates_value_is_refused_before_reading(tmp_path, name):
+    message = (f"dataset '{name}': option duplicates must be one of keep, drop_from_eval, got 'drop'")
+    with pytest.raises(DatasetError, match=message):
+        check_options(name, {"duplicates": "drop"})
+    with pytest.raises(DatasetError, match=message):
+        read(name, tmp_path / "absent", {"duplicates": "drop"})   # refused before the folder is looked at
+
+
 def test_fer2013_without_data_names_the_folder(tmp_path):
     (tmp_path / "notes.txt").write_text("nothing here")
     with pytest.raises(DatasetError, match=str(tmp_path)):
@@ -106,6 +163,18 @@ def test_ferplus_labels_by_vote_and_skips_unknown_nf_and_bad_rows(tmp_path, vote
     assert skip_pairs(skips) == sorted(want_skips)
     assert 7 in {r.label for r in records}                       # contempt kept as index 7
     assert all(r.image.shape == (48, 48) for r in records)
+    copy, first = made["duplicate"]
+    assert duplicate_rows(skips) == [(copy, first, "test", "train", "kept")]
+
+
+def test_ferplus_drop_from_eval_skips_the_test_copy_of_a_training_image(tmp_path):
+    made = make_ferplus(tmp_path)
+    copy, first = made["duplicate"]
+    records, skips = read("ferplus", tmp_path, {"duplicates": "drop_from_eval"})
+    want_records, want_skips = ferplus_expected(made, "majority")
+    assert as_dicts(records) == by_source([r for r in want_records if r["source"] != copy])
+    assert skip_pairs(skips) == sorted(want_skips + [(copy, DROP_REASON.format(first))])
+    assert duplicate_rows(skips) == [(copy, first, "test", "train", "dropped")]
 
 
 def test_ferplus_min_votes_drops_weak_winners(tmp_path):

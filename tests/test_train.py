@@ -218,3 +218,17 @@ def test_ddp_two_processes_on_cpu(data, tmp_path):
     assert report["test"]["hr"]["n"] == 24
     _, meta = checkpoint.load_model(tmp_path / "ddp.pt")
     assert meta["arch"] == "baseline_cnn"
+
+
+def test_few_optimiser_steps_are_warned_about(data, tmp_path, caplog):
+    """3 epochs of a tiny set are far below MIN_STEPS: the log says which params to raise."""
+    with caplog.at_level(logging.WARNING, logger="mrfer.train.loop"):
+        run_base(data, tmp_path, tiny_cfg(epochs=2))
+    warnings = [r.getMessage() for r in caplog.records if "optimiser steps" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "pretrain-base: only" in warnings[0] and "raise epochs, lower batch_size (now 16)" in warnings[0]
+    assert "pretrained model" in warnings[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="mrfer.train.loop"):
+        loop.warn_few_steps("x", steps_per_epoch=20, epochs=10, batch_size=64)  # 200: enough
+    assert not caplog.records

@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from ckplus_fixture import write_sequence
-from mrfer import cli, config, infer
+from mrfer import cli, config, infer_clips
 from mrfer.data import clips, datasets, labels
 from mrfer.data.extract import ExtractParams
 from mrfer.data.records import Record, SkipLog
@@ -106,7 +106,7 @@ def test_clip_score_is_the_mean_of_window_probabilities():
     feats[4] = torch.tensor([0.0, 0.0, 1.0])
     feats[10] = torch.tensor([0.0, 3.0, 0.0])
     # clip A: rows 0..11, window 8, stride 4 -> windows start at 0 and 4; clip B: rows 10, 11 (padded)
-    scores = infer.predict_clips(FirstFrameLogits(), feats, [np.arange(12), np.array([10, 11])], 8, 4)
+    scores = infer_clips.predict_clips(FirstFrameLogits(), feats, [np.arange(12), np.array([10, 11])], 8, 4)
     expected_a = (torch.softmax(feats[0], 0) + torch.softmax(feats[4], 0)).numpy() / 2
     np.testing.assert_allclose(scores[0], expected_a, rtol=1e-6)
     np.testing.assert_allclose(scores[1], torch.softmax(feats[10], 0).numpy(), rtol=1e-6)
@@ -270,7 +270,7 @@ def test_video_train_end_to_end_frozen(tiny, tmp_path):
     assert meta["freeze"] is True and "cnn_state_dict" not in payload
     gru, cnn, meta = clip_gru.load_video(tmp_path / "video.pt")
     faces = np.random.default_rng(0).integers(0, 255, (7, 32, 32, 1), dtype=np.uint8)
-    probs = infer.score_clip(gru, cnn, meta, faces)
+    probs = infer_clips.score_clip(gru, cnn, meta, faces)
     assert probs.shape == (7,) and abs(probs.sum() - 1) < 1e-5
     # same seed, same everything (CPU)
     again = fit(tiny, cfg, tiny_extract(), tmp_path, name="video2")

@@ -1,6 +1,7 @@
 """extract: a dataset (any registered reader) -> aligned face array + manifest + skip report."""
 from __future__ import annotations
 
+import csv
 import logging
 import os
 from collections import Counter
@@ -16,7 +17,7 @@ from tqdm import tqdm
 from mrfer.config import Section
 from mrfer.data import datasets, labels
 from mrfer.data.faces import COLORS, NO_FACE_MODES, extract_face
-from mrfer.data.records import Record, SkipLog
+from mrfer.data.records import DUPLICATE_FIELDS, Record, SkipLog
 from mrfer.data.shards import load_array, read_manifest, write_manifest
 from mrfer.errors import DatasetError, ImageError, InputError
 from mrfer.io import atomic_path, write_json
@@ -63,8 +64,19 @@ def face_or_skip(record: Record, cfg: ExtractParams, skips: SkipLog) -> tuple[np
     return face, located
 
 
-def extract(cfg: ExtractParams, out_dir: str | os.PathLike, report_path: str | os.PathLike) -> dict:
-    """Read, localise, crop and align every face; write `faces.npy` + `manifest.csv` atomically."""
+def write_duplicates(path: str | os.PathLike, rows: list[dict]) -> None:
+    """The reader's list of repeated images as CSV (DUPLICATE_FIELDS), a header alone if none."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=DUPLICATE_FIELDS, extrasaction="raise")
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+def extract(cfg: ExtractParams, out_dir: str | os.PathLike, report_path: str | os.PathLike,
+            duplicates_path: str | os.PathLike) -> dict:
+    """Read, localise, crop and align every face; write `faces.npy` + `manifest.csv` atomically,
+    the report, and the list of repeated images (counted in the report) at `duplicates_path`."""
     records, skips = datasets.read(cfg.dataset, cfg.root, cfg.options)
     classes = labels.class_names(cfg.contempt)
     channels = 1 if cfg.color == "gray" else 3
@@ -100,8 +112,13 @@ def extract(cfg: ExtractParams, out_dir: str | os.PathLike, report_path: str | o
         "located": dict(Counter(r["located"] for r in rows)),
         "subjects": len({r["subject"] for r in rows if r["subject"]}),
         "skipped": len(skips), "skipped_by_reason": skips.reasons(),
-        "skips": skips.items, "notes": skips.notes,
     }
+    if skips.duplicates is not None:   # only readers that look for duplicates report them
+        report["duplicates"] = skips.duplicate_summary()
+        log.info("duplicates: %(images)d images repeat an earlier one, %(across_splits)d across "
+                 "splits, %(dropped_from_eval)d dropped from val/test", report["duplicates"])
+    report.update(skips=skips.items, notes=skips.notes)
+    write_duplicates(duplicates_path, skips.duplicates or [])
     write_json(report_path, report)
     log.info("extracted %d faces, skipped %d (%s)", len(rows), len(skips), skips.reasons())
     return report

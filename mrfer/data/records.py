@@ -26,17 +26,40 @@ class Record:
     aligned: bool = False            # image is already a cropped, aligned face
 
 
+DUPLICATE_FIELDS = ("source", "first_source", "split", "first_split", "action")
+
+
 @dataclass
 class SkipLog:
-    """Inputs a reader or the extractor refused, each with a reason a person can act on."""
+    """Inputs a reader or the extractor refused, each with a reason a person can act on.
+
+    `duplicates` is None for a reader that does not look for repeated images; one that does sets
+    it to a list (empty if it found none) and adds a row per repeat with `duplicate`."""
     items: list[dict] = field(default_factory=list)
-    notes: list[dict] = field(default_factory=list)   # findings that are kept, e.g. duplicates
+    notes: list[dict] = field(default_factory=list)   # findings that are kept, e.g. short sequences
+    duplicates: list[dict] | None = None
 
     def add(self, source: str | os.PathLike, reason: str) -> None:
         self.items.append({"source": str(source), "reason": reason})
 
     def note(self, source: str | os.PathLike, message: str) -> None:
         self.notes.append({"source": str(source), "note": message})
+
+    def duplicate(self, source: str, first_source: str, split: str | None, first_split: str | None,
+                  action: str) -> None:
+        """`source` has the same content as the earlier `first_source`; action: kept | dropped."""
+        if self.duplicates is None:
+            self.duplicates = []
+        values = (source, first_source, split, first_split, action)
+        self.duplicates.append(dict(zip(DUPLICATE_FIELDS, values)))
+
+    def duplicate_summary(self) -> dict[str, int]:
+        """Counts for the report: images that repeat an earlier one, how many of them across
+        splits, how many were dropped."""
+        rows = self.duplicates or []
+        return {"images": len(rows),
+                "across_splits": sum(row["split"] != row["first_split"] for row in rows),
+                "dropped_from_eval": sum(row["action"] == "dropped" for row in rows)}
 
     def __len__(self) -> int:
         return len(self.items)

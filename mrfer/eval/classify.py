@@ -23,7 +23,7 @@ from mrfer.data.degrade import low_size
 from mrfer.eval import classifiers
 from mrfer.eval.classifiers import CLASSIFIERS
 from mrfer.infer import Device, infer, pick_device, seed_everything
-from mrfer.metrics import summarize
+from mrfer.metrics import summarize, warn_if_collapsed
 from mrfer.errors import InputError
 from mrfer.io import atomic_path, write_json, write_text
 from mrfer.infer_fsr import fsr_features
@@ -120,6 +120,7 @@ def classify(cfg: ClassifyParams, data: str | os.PathLike, models_dir: str | os.
                         fitted[(clf, fit_scale)] = classifiers.make(clf, cfg.seed).fit(x, y)
                     predicted = fitted[(clf, fit_scale)].predict(features)
                 results[name][scale][clf] = summarize(y_test, predicted, len(classes))
+                warn_if_collapsed(results[name][scale][clf], f"{name} ({clf}) at {scale}", classes)
                 saved[f"{name}/{scale}/{clf}"] = np.asarray(predicted)
         log.info("%s accuracy per scale (%s): %s", name, cfg.classifiers[0],
                  {s: results[name][s][cfg.classifiers[0]]["accuracy"] for s in all_scales})

@@ -90,7 +90,7 @@ def fit_base(cfg: PretrainBaseParams, data: str | os.PathLike, out: str | os.Pat
             "params_hash": run_hash, "seed": cfg.seed, "stage": "pretrain_base"}
     checkpoint.save_model(out, model, meta)
     result = {"val": history[-1] if history else {}, "epochs_run": len(history),
-              "test": test_at_scales(model, data, scales, norm, device, len(classes)),
+              "test": test_at_scales(model, data, scales, norm, device, classes, "base"),
               "params_hash": run_hash, "seed": cfg.seed}
     write_json(report, result)
     log.info("base test accuracy per scale: %s", {s: m["accuracy"] for s, m in result["test"].items()})

@@ -333,6 +333,7 @@ def gan_epoch(generator: FSRGenerator, critic: FSRCritic, opt_g: torch.optim.Opt
 def train(generator: FSRGenerator, critic: FSRCritic, sampler: PairSampler, fer: FrozenFER, val: ValPairs,
           cfg: FsrTrainParams, mix_gen: torch.Generator, live_dir: str | None) -> list[dict]:
     """Both phases, validating after every epoch; returns the epoch rows."""
+    loop.warn_few_steps("fsr-train", len(sampler), cfg.pretrain_epochs + cfg.epochs, cfg.batch_size)
     epochs = EpochLog(loop.open_live(live_dir))
     generator.train()
     optimizer = torch.optim.Adam(generator.parameters(), lr=cfg.pretrain_lr, betas=cfg.pretrain_betas)

@@ -22,7 +22,7 @@ from mrfer.config import Section
 from mrfer.data import shards
 from mrfer.data.splits import FOLD_PROTOCOLS, SPLITS, groups_of, held_out
 from mrfer.infer import infer, pick_device, seed_everything
-from mrfer.metrics import confusion, summarize
+from mrfer.metrics import confusion, summarize, warn_if_collapsed
 from mrfer.errors import InputError, ParamsError
 from mrfer.io import write_json
 from mrfer.nets import build, to_device
@@ -118,6 +118,7 @@ def run_fold(cfg: KfoldTrainParams, seed: int, fold: int, data: str | os.PathLik
         for scale, images in tests.items():
             predicted = infer(model, images, *norm, device=device).argmax(1).numpy()
             metrics[name][scale] = summarize(y_test, predicted, len(classes))
+            warn_if_collapsed(metrics[name][scale], f"fold {fold} {name} at {scale}", classes)
             matrices[name][scale] = confusion(y_test, predicted, len(classes)).tolist()
         log.info("fold %d %s accuracy: %s", fold, name, {s: m["accuracy"] for s, m in metrics[name].items()})
     write_json(report, {"fold": fold, "protocol": cfg.protocol, "init": cfg.init, "metrics": metrics})

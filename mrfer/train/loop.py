@@ -1,7 +1,8 @@
-"""The one training loop, readable top to bottom.
+"""The classification training loop, readable top to bottom.
 
-The stage recipes (base.py, multires.py) hand it a model, a loader and a `loss_fn` — the only
-part that differs between them. It owns the rest: optimizer param groups, scheduler, AMP on
+The classification recipes (base.py, multires.py, kfold.py) hand it a model, a loader and a
+`loss_fn` — the only part that differs between them. (fsr.py trains a generator against a
+critic, and video.py a GRU over clip windows: each has its own loop, in its own file.) It owns the rest: optimizer param groups, scheduler, AMP on
 CUDA, DDP under torchrun, validation + early stopping, dvclive curves, and a resume checkpoint
 each epoch (restarting a killed stage with the same params continues where it stopped, and
 ends with the same weights as an uninterrupted run on CPU).
@@ -55,6 +56,7 @@ class TrainParams(LoopParams):
     on_device: Literal["auto", "always", "never"] = Field(
         description="CUDA: keep the training array on the GPU (auto: when it takes < 30 % of free memory)")
     augment: Augment
+MIN_STEPS = 200  # fewer optimiser steps than this rarely train a net from scratch: say so
 LossFn = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -104,6 +106,15 @@ def make_scheduler(optimizer, cfg: LoopParams, epochs: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
 
 
+def warn_few_steps(desc: str, steps_per_epoch: int, epochs: int, batch_size: int) -> None:
+    """A run with fewer than MIN_STEPS optimiser steps: say which params to raise."""
+    steps = steps_per_epoch * epochs
+    if steps < MIN_STEPS:
+        log.warning("%s: only %d optimiser steps (%d per epoch x %d epochs): raise epochs, lower batch_size "
+                    "(now %d) or add data, or start from a pretrained model", desc, steps, steps_per_epoch,
+                    epochs, batch_size)
+
+
 def open_live(live_dir: str | None, history: list[dict] = ()):
     """A fresh dvclive run, with the epochs of `history` (a resumed run's) logged again first:
     DVC deletes a stage's outputs before rerunning it, so the old curves may be gone."""
@@ -135,6 +146,7 @@ def fit(model: torch.nn.Module, loader: ArrayLoader, val_images: np.ndarray, val
     if len(val_images) == 0 or len(loader) == 0:
         raise ValueError(f"{desc}: empty {'validation' if len(val_images) == 0 else 'training'} set "
                          f"({len(loader.images)} training rows, batch size {loader.batch_size})")
+    warn_few_steps(desc, len(loader), epochs, loader.batch_size)
     optimizer = make_optimizer(model, cfg, lr, head_lr)
     scheduler = make_scheduler(optimizer, cfg, epochs)
     use_amp = cfg.amp and device.type == "cuda"

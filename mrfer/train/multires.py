@@ -139,7 +139,7 @@ def fit_multires(cfg: MultiresFinetuneParams, data: str | os.PathLike, base: str
                 "train_scales": train_scales, "kernel": kernel}
     checkpoint.save_model(out, student, new_meta)
     result = {"val": {k: v[-1] for k, v in history.items() if v},
-              "test": test_at_scales(student, data, scales, norm, device, len(classes)),
+              "test": test_at_scales(student, data, scales, norm, device, classes, "multires"),
               "params_hash": run_hash, "seed": cfg.seed}
     write_json(report, result)
     log.info("multires test accuracy per scale: %s", {s: m["accuracy"] for s, m in result["test"].items()})

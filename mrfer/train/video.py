@@ -35,7 +35,7 @@ from mrfer.errors import InputError
 from mrfer.infer import Device, autocast, infer, pick_device, seed_everything
 from mrfer.infer_clips import predict_clips
 from mrfer.io import write_json
-from mrfer.metrics import summarize
+from mrfer.metrics import summarize, warn_if_collapsed
 from mrfer.nets import checkpoint
 from mrfer.nets.clip_gru import ClipGRU, clip_mean, majority_vote, train_starts, window_batch
 from mrfer.train import loop
@@ -242,6 +242,8 @@ def train_gru(model: ClipGRU, frames: Frames, by_split: dict[str, list[Clip]], c
     """Train for `cfg.epochs`; end with the best val epoch's weights (`restore_best`).
     Returns (one row per epoch, the epoch whose weights the model ends with)."""
     optim = make_optim(model, frames.cnn, cfg, use_amp)
+    steps_per_epoch = -(-len(by_split["train"]) // cfg.batch_size)  # one window per clip per epoch
+    loop.warn_few_steps("video-train", steps_per_epoch, cfg.epochs, cfg.batch_size)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     live = loop.open_live(live_dir)
     history, best, best_state, best_epoch = [], -1.0, None, 0
@@ -367,6 +369,7 @@ def fit_video(cfg: VideoTrainParams, extract_cfg: ExtractParams, *, raw: str | o
     test_clips = clip_set.by_split["test"]
     test_scores = evaluate(model, frames, test_clips, cfg, use_amp)
     gru_metrics = summarize([c.label for c in test_clips], test_scores.argmax(1), len(classes))
+    warn_if_collapsed(gru_metrics, "video GRU on the test clips", classes)
     votes = frame_vote_metrics(frame_probs, test_clips, len(classes))
     hash_ = run_hash(cfg, extract_cfg, raw, cnn, options, cnn_meta["params_hash"])
     save_video(out, model, frames, video_meta(model, cfg, extract_cfg, cnn, cnn_meta, classes, options, hash_))

@@ -16,16 +16,20 @@ as not a face: skipped. The label is decided by `vote`:
 `min_votes` additionally requires that many votes for the winner. A winner of `unknown` or
 `NF` (not a face) is dropped; contempt becomes index 7 (kept or dropped later by the
 extract stage). Splits: Training / PublicTest / PrivateTest -> train / val / test.
+
+FER2013's repeated images are FER+'s too: `duplicates` (keep | drop_from_eval) works as in
+fer2013.py, on the images FER+ labels.
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Iterator
 
 from mrfer.data import labels
 from mrfer.data.datasets.registry import register
-from mrfer.data.datasets.fer2013 import (CSV_CANDIDATES, check_public_test, find_csv,
-                                         parse_pixels, read_csv_rows, usage_split)
+from mrfer.data.datasets.fer2013 import (CSV_CANDIDATES, DUPLICATE_MODES, PUBLIC_TEST_MODES, find_csv,
+                                         parse_pixels, read_csv_rows, resolve_duplicates, usage_split)
 from mrfer.data.records import Record, SkipLog, require_dir
 from mrfer.errors import DatasetError
 
@@ -72,14 +76,12 @@ def winner(votes: list[int], vote: str, min_votes: int) -> tuple[str | None, str
     return best, None
 
 
-@register("ferplus", vote="majority", min_votes=0, public_test="val")
+@register("ferplus", vote="majority", min_votes=0, public_test="val", duplicates="keep",
+          choices={"vote": VOTE_MODES, "public_test": PUBLIC_TEST_MODES, "duplicates": DUPLICATE_MODES})
 def read_ferplus(root: Path, options: dict, skips: SkipLog) -> Iterator[Record]:
     """FER+: FER2013 pixels with the 10-tagger votes of fer2013new.csv."""
     require_dir(root, "FER+ folder")
-    vote, min_votes = options["vote"], int(options["min_votes"])
-    public_test = check_public_test(options["public_test"])
-    if vote not in VOTE_MODES:
-        raise DatasetError(f"ferplus: vote must be one of {VOTE_MODES}, got {vote!r}")
+    vote, min_votes, public_test = options["vote"], int(options["min_votes"]), options["public_test"]
     fer_csv = find_csv(root)
     if fer_csv is None:
         raise DatasetError(f"{root}: FER2013 pixels not found (expected {' or '.join(CSV_CANDIDATES)})")
@@ -93,6 +95,7 @@ def read_ferplus(root: Path, options: dict, skips: SkipLog) -> Iterator[Record]:
         raise DatasetError(f"{plus_csv}: {n_plus} rows but {fer_csv.name} has {n_fer}; "
                            f"FER+ labels pair with images by row order")
     pairs = zip(read_csv_rows(*plus_args), read_csv_rows(*fer_args))
+    found = []   # (record, pixel hash): duplicates are resolved once every split is read
     for (plus_source, plus, plus_reason), (fer_source, fer, fer_reason) in pairs:
         if plus_reason or fer_reason:
             skips.add(plus_source if plus_reason else fer_source, plus_reason or fer_reason)
@@ -118,5 +121,7 @@ def read_ferplus(root: Path, options: dict, skips: SkipLog) -> Iterator[Record]:
         if reason:
             skips.add(fer_source, reason)
             continue
-        yield Record(image=pixels, label=labels.index(best), source=plus["image name"],
-                     split=split, aligned=True)
+        record = Record(image=pixels, label=labels.index(best), source=plus["image name"],
+                        split=split, aligned=True)
+        found.append((record, hashlib.sha1(pixels.tobytes()).digest()))
+    yield from resolve_duplicates(found, options["duplicates"], skips)

@@ -2,11 +2,12 @@
 `mrfer.data.datasets` (the package) imports every reader, so importing it registers them all.
 
 A reader is `fn(root: Path, options: dict, skips: SkipLog) -> Iterable[Record]`, registered
-with its option defaults.
+with its option defaults and, for an option that takes one of a few values, those values
+(`choices`), so a bad value is refused before any work.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -22,14 +23,22 @@ class Reader:
     fn: ReaderFn
     defaults: dict[str, Any]
     doc: str
+    choices: dict[str, tuple] = field(default_factory=dict)   # option -> its allowed values
 
 
 READERS: dict[str, Reader] = {}
 
 
-def register(name: str, **defaults: Any) -> Callable[[ReaderFn], ReaderFn]:
+def register(name: str, *, choices: dict[str, tuple] | None = None,
+             **defaults: Any) -> Callable[[ReaderFn], ReaderFn]:
+    """Register a reader with its option defaults; `choices` lists the allowed values of
+    options that take one of a few (each default must be one of them)."""
+    choices = dict(choices or {})
+    for option, values in choices.items():
+        assert defaults.get(option) in values, f"{name}: default of {option} is not one of {values}"
+
     def wrap(fn: ReaderFn) -> ReaderFn:
-        READERS[name] = Reader(name, fn, defaults, (fn.__doc__ or "").strip())
+        READERS[name] = Reader(name, fn, defaults, (fn.__doc__ or "").strip(), choices)
         return fn
     return wrap
 
@@ -46,7 +55,8 @@ def get(name: str) -> Reader:
 
 
 def check_options(name: str, options: dict) -> None:
-    """Refuse an option reader `name` does not take, naming it and the allowed ones.
+    """Refuse an option reader `name` does not take, naming it and the allowed ones, and a
+    value outside an option's declared choices, naming the option, the value and the choices.
 
     A DatasetError is a ValueError, so a params schema's validator can call this directly."""
     reader = get(name)
@@ -54,6 +64,10 @@ def check_options(name: str, options: dict) -> None:
     if unknown:
         raise DatasetError(f"dataset '{name}': unknown option(s) {', '.join(unknown)} "
                            f"(allowed: {', '.join(sorted(reader.defaults)) or 'none'})")
+    for option, values in reader.choices.items():
+        if option in options and options[option] not in values:
+            raise DatasetError(f"dataset '{name}': option {option} must be one of "
+                               f"{', '.join(map(str, values))}, got {options[option]!r}")
 
 
 def read(name: str, root: str | Path, options: dict | None = None,
