@@ -1,16 +1,19 @@
-"""How long a no-op `dvc repro` takes, and how many files DVC tracks.
+"""How long a no-op `dvc repro` takes, where the time goes, and how many files DVC tracks.
 
-By default: a throwaway copy of this repo with the tests' tiny params, one full `dvc repro`
-(timed too), then `--repeat` no-op `dvc repro` runs and a `dvc status`. With `--checkout`: the
-no-op runs in this checkout itself, which must be up to date (`dvc status` clean).
+By default: the real default pipeline, in this checkout, which must be up to date (run
+`make repro` first; `dvc status` clean): `--repeat` no-op `dvc repro` runs, a `dvc status`,
+and one profiled run (`dvc repro --cprofile-dump`) broken down into DVC start-up, reading
+dvc.yaml / dvc.lock / params.yaml, hashing directory outputs and deps, and the rest. With
+`--tiny`: a throwaway copy of this repo with the tests' tiny params, one full `dvc repro`
+(timed too), then the same no-op runs there.
 
 Also counts the files DVC tracks per output (from dvc.lock), `dvc ls --dvc-only -R` entries
 and cache objects: arrays are packed into a few `.npy` shards per split, so apart from the raw
 dataset (one file per image, as distributed) the pipeline tracks tens of files, not thousands.
 
-    python bench/dvc_noop.py                  # tiny copy, whole pipeline
+    python bench/dvc_noop.py                  # this checkout, after `make repro`
     python bench/dvc_noop.py --target assemble
-    python bench/dvc_noop.py --checkout       # this checkout, after `make repro`
+    python bench/dvc_noop.py --tiny           # a tiny copy, whole pipeline
 """
 from __future__ import annotations
 
@@ -62,9 +65,35 @@ def tracked_files(repo: Path) -> dict[str, int]:
     return counts
 
 
+# Where a profiled no-op spends its time: (label, function of DVC or its libraries, cumulative).
+BREAKDOWN = [
+    ("hash directories (walk + stat every file)", "dvc_data/hashfile/build.py", "_build_tree"),
+    ("read YAML (dvc.yaml, dvc.lock, params.yaml)", "dvc/utils/serialize/_yaml.py", "parse_yaml"),
+    ("collect stages from dvc.yaml", "dvc/repo/stage.py", "collect"),
+    ("compare deps and outs (all)", "dvc/stage/__init__.py", "changed"),
+]
+
+
+def profile(repo: Path, targets: list[str]) -> dict:
+    """Seconds per BREAKDOWN entry in one profiled no-op run, plus its total (profiling slows
+    Python code about 2x, so read these as shares)."""
+    import pstats
+    dump = repo / ".dvc" / "tmp" / "noop.prof"
+    run(["dvc", "repro", "--cprofile-dump", str(dump), *targets], repo)
+    stats = pstats.Stats(str(dump)).stats  # {(file, line, func): (cc, nc, tt, ct, callers)}
+    total = sum(tt for (_, _, _), (_, _, tt, _, _) in stats.items())
+    out = {"profiled_total_s": round(total, 2)}
+    for label, file, func in BREAKDOWN:
+        # cumulative time of the outermost calls only (recursive entries count once)
+        out[label] = round(max((ct for (f, _, fn), (_, _, _, ct, _) in stats.items()
+                                if f.endswith(file) and fn == func), default=0.0), 2)
+    dump.unlink()
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkout", action="store_true", help="time this checkout instead of a tiny copy")
+    parser.add_argument("--tiny", action="store_true", help="time a tiny copy instead of this checkout")
     parser.add_argument("--target", default=None, help="one stage (and its upstream) instead of the whole pipeline")
     parser.add_argument("--repeat", type=int, default=3, help="no-op runs to time (default 3)")
     parser.add_argument("--keep", action="store_true", help="keep the tiny copy and print its path")
@@ -73,7 +102,7 @@ def main() -> int:
     result: dict = {"target_s": TARGET_S}
 
     with tempfile.TemporaryDirectory(prefix="mrfer-dvc-noop-") as tmp:
-        if args.checkout:
+        if not args.tiny:
             repo = ROOT
             status = run(["dvc", "status", *targets], repo).stdout
             if "up to date" not in status:
@@ -98,6 +127,8 @@ def main() -> int:
                                   "cpu_median": round(statistics.median(cpu), 2)}
         result["load_average"] = round(os.getloadavg()[0], 2)
         result["status_s"] = round(timed(["dvc", "status", *targets], repo)[0], 2)
+        result["startup_s"] = round(timed(["dvc", "version"], repo)[0], 2)
+        result["profile"] = profile(repo, targets)
         per_out = tracked_files(repo)
         listed = run(["dvc", "ls", "--dvc-only", "-R", "."], repo).stdout.split()
         objects = repo / ".dvc" / "cache" / "files" / "md5"
@@ -111,6 +142,9 @@ def main() -> int:
           f"{noop['cpu_median']:.2f} s CPU (target <= {TARGET_S:.0f} s: "
           f"{'ok' if noop['min'] <= TARGET_S else 'OVER'}; load average {result['load_average']}); "
           f"dvc status {result['status_s']:.2f} s")
+    print(f"dvc start-up (dvc version): {result['startup_s']:.2f} s; one profiled no-op (seconds, profiled):")
+    for label, seconds in result["profile"].items():
+        print(f"  {seconds:6.2f}  {label}")
     print(f"DVC tracks {result['dvc_tracked_files']} files in {len(per_out)} outputs "
           f"({result['dvc_ls_entries']} `dvc ls` entries, {result['cache_objects']} cache objects):")
     for path, n in result["files_per_output"].items():

@@ -1,0 +1,1 @@
+"""Data layer: dataset readers, faces, synthetic data, degradation, splits and the data stages."""

@@ -1,0 +1,1 @@
+"""Evaluation: the test table (classify), its classifiers, and the k-fold aggregate."""

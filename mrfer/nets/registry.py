@@ -52,21 +52,16 @@ def build(name: str, num_classes: int, in_chans: int = 3, image_size: int = 64,
     The returned model carries `config`, the exact arguments, so `build(**model.config)`
     rebuilds it (checkpoints store it).
     """
-    builder = _builder(name)
-    allowed = default_options(name)
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise ValueError(f"model {name!r}: unknown option(s) {', '.join(unknown)}; "
-                         f"allowed options: {', '.join(sorted(allowed)) or 'none'}")
+    check_options(name, options)
     if in_chans not in (1, 3):
         raise ValueError(f"model {name!r}: in_chans must be 1 (gray) or 3 (RGB), got {in_chans}")
     if image_size < 32:
         raise ValueError(f"model {name!r}: image_size must be >= 32, got {image_size}")
     if num_classes < 2:
         raise ValueError(f"model {name!r}: num_classes must be >= 2, got {num_classes}")
-    model = builder(num_classes, in_chans, image_size, **options)
+    model = _builder(name)(num_classes, in_chans, image_size, **options)
     model.config = {"name": name, "num_classes": num_classes, "in_chans": in_chans,
-                    "image_size": image_size, **allowed, **options}
+                    "image_size": image_size, **default_options(name), **options}
     return model
 
 
