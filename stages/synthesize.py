@@ -1,7 +1,9 @@
 """synthesize: write the embedded synthetic face dataset in CK+'s on-disk layout.
 
 Subjects with neutral -> apex expression sequences, Emotion files for part of them and 68-point
-landmarks for every frame, so `dvc repro` runs end to end with no download.
+landmarks for every frame, so `dvc repro` runs end to end with no download. Written as CK+'s
+zips (extended-cohn-kanade-images.zip, Emotion_labels.zip, Landmarks.zip) or, with
+`synthesize.layout: folders`, as the folders they extract to; the ckplus reader reads both.
 """
 import argparse
 import logging
@@ -16,7 +18,7 @@ log = logging.getLogger("synthesize")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml", help="section synthesize (+ the shared seed)")
-    parser.add_argument("--out", required=True, help="dataset root to (re)write (data/raw/synthetic)")
+    parser.add_argument("--out", required=True, help="dataset folder to (re)write (data/raw/synthetic): the zips or folders")
     parser.add_argument("--report", required=True, help="summary JSON to write (reports/synthesize.json)")
     args = parser.parse_args()
     cfg = config.load_section(args.params, "synthesize", synthetic.SynthesizeParams)

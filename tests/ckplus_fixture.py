@@ -1,6 +1,8 @@
-"""A tiny CK+ tree in the exact distributed layout, with hand-placed faults for reader tests."""
+"""A tiny CK+ tree in the exact distributed layout, with hand-placed faults for reader tests,
+and the same tree as the zips CK+ is distributed as."""
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import cv2
@@ -63,3 +65,43 @@ def make_ckplus(root: Path) -> Path:
     lm = root / "Landmarks/S013/001" / f"{frames[-1].stem}_landmarks.txt"
     lm.write_text("".join(lm.read_text().splitlines(keepends=True)[:67]))
     return root
+
+
+# CK+ as distributed: each zip holds its folder.
+ZIPS = {"cohn-kanade-images": "extended-cohn-kanade-images.zip", "Emotion": "Emotion_labels.zip",
+        "Landmarks": "Landmarks.zip"}
+
+
+def zip_ckplus(folders: Path, out: Path, compression: int = zipfile.ZIP_DEFLATED, dirs: bool = True,
+               parts: tuple[str, ...] = tuple(ZIPS)) -> Path:
+    """The CK+ tree at `folders` as CK+'s zips in `out` (`parts`: which folders to zip). `dirs`:
+    folder entries too, as `zip -r` writes them (empty folders survive). Returns out."""
+    out.mkdir(parents=True, exist_ok=True)
+    for top in parts:
+        with zipfile.ZipFile(out / ZIPS[top], "w", compression) as zf:
+            for path in [folders / top, *sorted((folders / top).rglob("*"))]:
+                if path.is_file() or dirs:
+                    zf.write(path, path.relative_to(folders).as_posix())
+    return out
+
+
+def corrupt_member(archive: Path, name: str) -> None:
+    """Flip a byte of member `name`'s data in place, so reading it fails its CRC (or inflate)."""
+    with zipfile.ZipFile(archive) as zf:
+        info = zf.getinfo(name)
+    data = bytearray(archive.read_bytes())
+    header = info.header_offset   # local header: 30 bytes, then the name and extra field
+    name_len = int.from_bytes(data[header + 26:header + 28], "little")
+    extra_len = int.from_bytes(data[header + 28:header + 30], "little")
+    start = header + 30 + name_len + extra_len
+    data[start + info.compress_size // 2] ^= 0xFF
+    archive.write_bytes(bytes(data))
+
+
+def write_zip(archive: Path, members: dict[str, bytes]) -> Path:
+    """A zip holding exactly `members` (name -> bytes), for hand-made faulty archives."""
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(archive, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(zipfile.ZipInfo(name), data)
+    return archive

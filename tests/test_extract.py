@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import yaml
 
-from ckplus_fixture import face_landmarks, make_ckplus
+from ckplus_fixture import face_landmarks, make_ckplus, zip_ckplus
 from dataset_fixtures_a import make_fer2013_duplicates
 from mrfer import config as params_config
-from mrfer.data import extract, faces, shards
+from mrfer.data import extract, faces, shards, synthetic
+from mrfer.data.datasets import ckplus
 from mrfer.data.records import Record
 from mrfer.errors import DatasetError, InputError, ParamsError
 
@@ -56,6 +57,34 @@ def test_ckplus_extract_writes_faces_manifest_and_skip_report(tmp_path):
     # CK+'s reader does not look for duplicates: no summary key, a CSV with its header alone
     assert "duplicates" not in report
     assert (tmp_path / "duplicates.csv").read_text() == "source,first_source,split,first_split,action\n"
+
+
+def extract_bytes(tmp_path: Path, name: str, cfg: extract.ExtractParams) -> tuple[dict, dict[str, bytes]]:
+    """The report (its root left out, each skip as source and reason kind: the texts name the
+    root) and the bytes of faces.npy and manifest.csv."""
+    out = tmp_path / name
+    report = extract.extract(cfg, out, tmp_path / f"{name}.json", tmp_path / f"{name}.csv")
+    report = {**report, "root": None, "skips": [(s["source"], s["reason"].split(":")[0]) for s in report["skips"]]}
+    return report, {f: (out / f).read_bytes() for f in ("faces.npy", "manifest.csv")}
+
+
+def test_extract_from_zips_is_byte_identical_to_folders(tmp_path):
+    section = {**repo_section("synthesize"), "seed": 3, "n_subjects": 2, "image_size": [64, 64],
+               "frames": [3, 4], "labelled_fraction": 1.0}
+    for layout in ("folders", "zips"):
+        synthetic.synthesize(synthetic.SynthesizeParams.model_validate({**section, "layout": layout}),
+                             tmp_path / layout)
+    assert sorted(p.name for p in (tmp_path / "zips").iterdir()) == sorted(synthetic.ARCHIVES.values())
+    # synthesize writes the zips the reader looks for
+    assert synthetic.ARCHIVES == dict(part[:2] for part in (ckplus.IMAGES, ckplus.EMOTION, ckplus.LANDMARKS))
+    folders = extract_bytes(tmp_path, "from_folders", config(tmp_path / "folders"))
+    zips = extract_bytes(tmp_path, "from_zips", config(tmp_path / "zips"))
+    assert zips == folders and folders[0]["faces"] > 0
+    # the CK+ fixture, faults included (a corrupt frame, bad labels, a 67-point landmark file)
+    root = make_ckplus(tmp_path / "ck")
+    folders = extract_bytes(tmp_path, "ck_folders", config(root))
+    zips = extract_bytes(tmp_path, "ck_zips", config(zip_ckplus(root, tmp_path / "ck_zips")))
+    assert zips == folders and folders[0]["skipped_by_reason"]["unreadable or corrupt image"] == 1
 
 
 def read_csv(path: Path) -> list[dict]:

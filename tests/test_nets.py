@@ -1,35 +1,39 @@
 """Model registry, the FERNet interface of every model, and covariance pooling."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from mrfer import nets
-from mrfer.nets.covpool import BiMap, covariance_pool, rectified_log
+from mrfer.nets.covpool import (EIG_CEILING, BiMap, CenterLoss, covariance_pool, per_image_standardization,
+                                rectified_log, retract_after_step)
 
 NUM_CLASSES = 7
 # Slim options keep the CPU cost of the small nets low; the big nets run at one small size.
 # "vggface_slim" is vggface at width 0.125.
 SLIM = {"baseline_cnn": {"width": 0.25}, "covpool": {"width": 0.25, "cov_channels": 32},
-        "vggface_slim": {"width": 0.125}}
+        "vggface_slim": {"width": 0.125},
+        "covpool_small": {"variant": "mrfer_small", "width": 0.25, "cov_channels": 32}}
 CASES = [  # (name, in_chans, image_size)
     ("baseline_cnn", 1, 48), ("baseline_cnn", 1, 64), ("baseline_cnn", 3, 112),
     ("baseline_cnn", 3, 224),
     ("covpool", 1, 48), ("covpool", 1, 64), ("covpool", 3, 64), ("covpool", 3, 112),
+    ("covpool_small", 1, 48), ("covpool_small", 3, 64),
     ("resnet18", 1, 48), ("resnet18", 3, 112), ("resnet50", 3, 64), ("seresnet50", 1, 48),
     ("vgg16", 1, 48), ("vggface", 3, 48),
 ]
 # Backward at one size per model except resnet50 (resnet18's wrapper) and vgg16 (torchvision's
 # layers, 134M parameters: slow on this CPU); vggface runs backward slim.
-GRADIENT_CASES = [("baseline_cnn", 1, 64), ("covpool", 1, 64), ("resnet18", 1, 48),
-                  ("seresnet50", 1, 48), ("vggface_slim", 3, 64)]
+GRADIENT_CASES = [("baseline_cnn", 1, 64), ("covpool", 1, 64), ("covpool_small", 1, 64),
+                  ("resnet18", 1, 48), ("seresnet50", 1, 48), ("vggface_slim", 3, 64)]
 
 
 def model_for(name: str, in_chans: int, image_size: int) -> nets.FERNet:
     torch.manual_seed(0)
-    return nets.build(name.removesuffix("_slim"), NUM_CLASSES, in_chans=in_chans,
-                      image_size=image_size, **SLIM.get(name, {}))
+    arch = name.removesuffix("_slim").removesuffix("_small")  # covpool_small: variant mrfer_small
+    return nets.build(arch, NUM_CLASSES, in_chans=in_chans, image_size=image_size, **SLIM.get(name, {}))
 
 
 def test_registry_lists_every_model():
@@ -132,17 +136,75 @@ def test_bad_build_arguments(kwargs, message):
 def test_covpool_option_errors():
     with pytest.raises(ValueError, match="bimap_dim"):
         nets.build("covpool", 7, cov_channels=16, bimap_dim=32)
+    with pytest.raises(ValueError, match="variant"):
+        nets.build("covpool", 7, variant="large")
 
 
-# ---------------------------------------------------------------- covariance pooling
+# ---------------------------------------------------------------- covariance pooling (CovPoolFER)
 
 
 def test_covpool_defaults_give_a_128x128_log_covariance():
-    assert nets.default_options("covpool")["cov_channels"] == 128
+    assert nets.default_options("covpool")["cov_channels"] == 256
+    assert nets.default_options("covpool")["variant"] == "published"
     model = nets.build("covpool", 7, in_chans=1, image_size=48, width=0.25).eval()
     with torch.no_grad():
         log_cov = model.covariance(torch.randn(2, 1, 48, 48))
     assert log_cov.shape == (2, 128, 128)
+
+
+def test_covpool_default_is_the_published_network_at_100px():
+    model = nets.build("covpool", 7, in_chans=3, image_size=100).eval()
+    convs = [m for m in model.trunk if isinstance(m, nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [64, 96, 128, 128, 256, 256]
+    assert all(c.kernel_size == (3, 3) and c.bias is None for c in convs)
+    assert sum(isinstance(m, nn.MaxPool2d) for m in model.trunk) == 3
+    assert not any(getattr(m, "affine", False) for m in model.modules())  # BN offsets only, as slim
+    assert (model.eps, model.ceiling) == (1e-4, EIG_CEILING)
+    assert (model.fc1[0].in_features, model.fc1[0].out_features) == (128 * 128, 2000)
+    assert (model.fc2[0].out_features, model.bottleneck[0].out_features) == (128, 7)
+    assert model.embedding_dim == 7 and model.head.in_features == 7
+    x = torch.rand(2, 3, 100, 100) * 255
+    with torch.no_grad():
+        fmap = model.feature_map(x)
+        log_cov = model.covariance(x)
+        hidden = model.hidden_from_covariance(log_cov)
+        features = model.features_from_covariance(log_cov)
+    assert fmap.shape == (2, 256, 12, 12)  # stride 8: 12 x 12 positions
+    assert (fmap >= 0).all()  # the covariance is of ReLU outputs
+    assert log_cov.shape == (2, 128, 128) and hidden.shape == (2, 128) and features.shape == (2, 7)
+
+
+def test_per_image_standardization_is_tensorflows():
+    x = torch.tensor([[[[0.0, 2.0], [4.0, 6.0]]]])  # mean 3, population std sqrt(5)
+    expected = (x - 3) / 5 ** 0.5
+    torch.testing.assert_close(per_image_standardization(x), expected)
+    torch.testing.assert_close(per_image_standardization(2 * x + 5), expected)  # any a*x + b, a > 0
+    flat = torch.full((1, 3, 4, 4), 7.0)  # std 0 -> divided by 1/sqrt(48), not by zero
+    assert torch.equal(per_image_standardization(flat), torch.zeros_like(flat))
+    torch.manual_seed(0)
+    model = nets.build("covpool", 7, in_chans=1, image_size=32, width=0.125, cov_channels=8).eval()
+    image = torch.rand(1, 1, 32, 32) * 255
+    with torch.no_grad():
+        torch.testing.assert_close(model.feature_map(image), model.feature_map(image * 0.5 + 20))
+
+
+def test_log_covariance_of_a_hand_made_map():
+    # 4 channels over 2x2 = 4 positions; BiMap set to keep channels 0 and 1.
+    fmap = torch.tensor([[[[1.0, -1.0], [1.0, -1.0]],     # mean 0, variance 4/3
+                          [[2.0, 0.0], [0.0, -2.0]],      # mean 0, variance 8/3, covariance with 0: 4/3
+                          [[0.0, 0.0], [0.0, 4.0]],       # mean 1, variance 12/3
+                          [[1.0, 2.0], [3.0, 4.0]]]])     # mean 2.5, variance 5/3
+    trace = 4 / 3 + 8 / 3 + 4 + 5 / 3
+    kept = np.array([[4 / 3, 4 / 3], [4 / 3, 8 / 3]]) + 1e-4 * trace * np.eye(2)
+    eigvals, eigvecs = np.linalg.eigh(kept)
+    expected = eigvecs @ np.diag(np.log(eigvals)) @ eigvecs.T
+    model = nets.build("covpool", 7, in_chans=1, image_size=32, width=0.125, cov_channels=4, bimap_dim=2)
+    with torch.no_grad():
+        model.bimap.weight.copy_(torch.eye(4)[:, :2])
+        log_cov = model.log_covariance_from_map(fmap)
+    np.testing.assert_allclose(log_cov[0].numpy(), expected, rtol=1e-6, atol=1e-7)
+    full = covariance_pool(fmap, 1e-4)[0]
+    assert full[2, 2].item() == pytest.approx(4 + 1e-4 * trace) and full[0, 3].item() == pytest.approx(-2 / 3)
 
 
 def test_log_covariance_is_symmetric_finite_and_the_matrix_log():
@@ -153,24 +215,24 @@ def test_log_covariance_is_symmetric_finite_and_the_matrix_log():
     with torch.no_grad():
         fmap = model.feature_map(x)
         log_cov = model.covariance(x)
-        spd = model.bimap(covariance_pool(fmap, model.eps))
+        spd = model.spd_from_map(fmap)
     assert log_cov.shape == (3, 12, 12) and log_cov.dtype == torch.float32
     assert torch.isfinite(log_cov).all()
     assert torch.equal(log_cov, log_cov.transpose(1, 2))
-    # exp(log(S)) = S: no eigenvalue of S is below eps, so the rectification changes nothing.
+    # exp(log(S)) = S: the trace term keeps every eigenvalue inside [eps, 1e4], so ReEig changes nothing.
     torch.testing.assert_close(torch.linalg.matrix_exp(log_cov.double()), spd, rtol=1e-4,
                                atol=1e-6)
 
 
 def test_covpool_backward_is_finite_on_rank_deficient_covariance():
-    # 32 px -> an 8x8 map: 64 positions for 128 channels, so most eigenvalues sit at eps
-    # (equal eigenvalues, where autograd through eigh would divide by zero).
+    # 32 px -> a 4x4 map: 16 positions for 256 channels, so most eigenvalues are equal (the
+    # eps * trace floor), where autograd through eigh would divide by zero.
     torch.manual_seed(0)
     model = nets.build("covpool", 7, in_chans=1, image_size=32, width=0.25).train()
     x = torch.randn(2, 1, 32, 32, requires_grad=True)
     log_cov = model.covariance(x)
-    eigvals = torch.linalg.eigvalsh(model.bimap(covariance_pool(model.feature_map(x), model.eps)))
-    assert (eigvals < 2 * model.eps).sum() > 64  # really degenerate
+    eigvals = torch.linalg.eigvalsh(model.spd_from_map(model.feature_map(x)))
+    assert (eigvals < eigvals[:, :1] * (1 + 1e-6)).sum() > 64  # really degenerate
     (log_cov ** 2).sum().backward()
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
     assert torch.isfinite(model.bimap.weight.grad).all()
@@ -182,9 +244,11 @@ def test_rectified_log_gradient_is_exact():
     spd = a @ a.transpose(1, 2) + 0.3 * torch.eye(5, dtype=torch.float64)
     low_rank = torch.randn(2, 5, 2, dtype=torch.float64)
     clamped = low_rank @ low_rank.transpose(1, 2) + 1e-6 * torch.eye(5, dtype=torch.float64)
-    symmetric = lambda m, eps: rectified_log((m + m.transpose(1, 2)) / 2, eps)  # noqa: E731
+    symmetric = lambda m, eps, top=float("inf"): rectified_log((m + m.transpose(1, 2)) / 2, eps, top)  # noqa: E731
     assert torch.autograd.gradcheck(lambda m: symmetric(m, 1e-4), (spd.requires_grad_(),))
     assert torch.autograd.gradcheck(lambda m: symmetric(m, 1e-2), (clamped.requires_grad_(),))
+    ceiling = torch.linalg.eigvalsh(spd)[:, -2:].mean().item()  # clips the largest eigenvalues
+    assert torch.autograd.gradcheck(lambda m: symmetric(m, 1e-4, ceiling), (spd,))
 
     # Distinct eigenvalues: the same value and gradient as autograd through torch's eigh.
     upstream = torch.randn(2, 5, 5, dtype=torch.float64)
@@ -208,20 +272,81 @@ def test_rectified_log_clamps_small_eigenvalues():
     torch.testing.assert_close(eigvals, expected)
 
 
-def test_bimap_weight_has_orthonormal_columns_after_training_steps():
+def test_reeig_clips_at_1e_minus_4_below_and_1e4_above_as_published():
+    model = nets.build("covpool", 7, in_chans=1, image_size=32, width=0.125, cov_channels=8)
+    eigvecs = torch.linalg.qr(torch.randn(5, 5, dtype=torch.float64)).Q
+    values = torch.tensor([1e-8, 5e-5, 1e-3, 2.0, 3e4], dtype=torch.float64)
+    spd = eigvecs @ torch.diag(values) @ eigvecs.T
+    eigvals = torch.linalg.eigvalsh(rectified_log(spd, model.eps, model.ceiling))
+    expected = torch.tensor([1e-4, 1e-4, 1e-3, 2.0, 1e4], dtype=torch.float64).log()
+    torch.testing.assert_close(eigvals, expected)
+
+
+def orthonormality_error(w: torch.Tensor) -> float:
+    w = w.detach().double()
+    return (w.T @ w - torch.eye(w.shape[1], dtype=torch.float64)).abs().max().item()
+
+
+def test_bimap_weight_stays_orthonormal_after_optimiser_steps():
     torch.manual_seed(0)
-    bimap = BiMap(10, 4)
-    optimizer = torch.optim.SGD(bimap.parameters(), lr=0.5)
     spd = covariance_pool(torch.randn(2, 10, 6, 6), 1e-4)
-    for _ in range(3):
+    bimap = BiMap(10, 4)
+    start = bimap.weight.detach().clone()
+    optimizer = torch.optim.Adam(bimap.parameters(), lr=0.1)
+    retract_after_step(optimizer, bimap)
+    for _ in range(5):
         optimizer.zero_grad()
         bimap(spd).pow(2).sum().backward()
+        # the gradient is the Riemannian one: W^T G is skew-symmetric (tangent to the manifold)
+        inner = bimap.weight.detach().T @ bimap.weight.grad
+        torch.testing.assert_close(inner + inner.T, torch.zeros(4, 4), atol=1e-5, rtol=0)
         optimizer.step()
-    w = torch.linalg.qr(bimap.weight.double()).Q
-    torch.testing.assert_close(w.T @ w, torch.eye(4, dtype=torch.float64))
+        assert orthonormality_error(bimap.weight) < 1e-5
+    assert (bimap.weight.detach() - start).abs().max() > 0.1  # it did move
     out = bimap(spd)
     assert out.shape == (2, 4, 4)
     assert torch.linalg.eigvalsh(out).min() > 0
+
+    # without the retraction the same steps leave the manifold
+    drifting = BiMap(10, 4)
+    sgd = torch.optim.SGD(drifting.parameters(), lr=0.5)
+    sgd.zero_grad()
+    drifting(spd).pow(2).sum().backward()
+    sgd.step()
+    assert orthonormality_error(drifting.weight) > 1e-3
+
+
+def test_covpool_training_steps_keep_the_bimap_orthonormal():
+    torch.manual_seed(0)
+    model = nets.build("covpool", NUM_CLASSES, in_chans=1, image_size=32, width=0.125, cov_channels=16).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    retract_after_step(optimizer, model)
+    start = model.bimap.weight.detach().clone()
+    x, y = torch.randn(8, 1, 32, 32), torch.arange(8) % NUM_CLASSES
+    for _ in range(3):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    assert orthonormality_error(model.bimap.weight) < 1e-5
+    assert not torch.equal(model.bimap.weight.detach(), start)
+
+
+def test_center_loss_as_covpoolfer_trains_it():
+    features = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], requires_grad=True)
+    labels = torch.tensor([0, 0, 1])
+    learnt = CenterLoss(2, 2, update="optimizer")
+    loss = learnt(features, labels)
+    assert loss.item() == pytest.approx((1 + 4 + 9 + 16 + 25 + 36) / 6)  # centres start at 0
+    loss.backward()
+    assert learnt.centers.grad is not None and learnt.centers.grad.abs().sum() > 0
+    moving = CenterLoss(2, 2, update="moving", alpha=0.9)
+    moving(features, labels)
+    # c_y <- c_y - (1 - alpha)(c_y - f) per sample: class 0 moves twice, class 1 once
+    torch.testing.assert_close(moving.centers, torch.tensor([[0.4, 0.6], [0.5, 0.6]]))
+    assert list(moving.parameters()) == []
+    moving.eval()
+    moving(features, labels)
+    torch.testing.assert_close(moving.centers, torch.tensor([[0.4, 0.6], [0.5, 0.6]]))
 
 
 def test_covpool_under_cpu_autocast_keeps_float32_matrices():

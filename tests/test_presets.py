@@ -83,7 +83,7 @@ PUBLISHED = {
                    "downsample": {"scales": ["8px", "16px", "32px", "64px"], "kernel": "bilinear"},
                    "pretrain_base": {**MAFER, "mean": [131.08]}, "assemble": {"folds": 10}},
     "fsrfer-rafdb": {"extract": {"dataset": "rafdb", "size": 100, "color": "rgb"},
-                     "downsample": {"scales": ["x2", "x3", "x4", "x5", "x6", "x7", "x8"], "kernel": "bicubic_aa"},
+                     "downsample": {"scales": ["x2", "x3", "x4", "x5", "x6", "x7", "x8"], "kernel": "matlab"},
                      "pretrain_base": {"arch": "covpool"}, "fsr_train": {"target": "covariance", "blocks": 6}},
     "baseline-fer2013": {"extract": {"dataset": "fer2013", "size": 48, "color": "gray"},
                          "pretrain_base": {"arch": "baseline_cnn", "arch_options": {"width": 1.0}}},
@@ -122,7 +122,7 @@ def test_apply_preset_cli(tmp_path):
     run([*cli, str(CONFIGS / "vgg16-fer2013.yaml"), "--params", str(params)], tmp_path)
     written = params.read_text()
     assert written == dry.stdout
-    assert "# bicubic_aa (MATLAB imresize" in written  # params.yaml's comments are kept
+    assert "# bicubic_aa (PIL antialiased bicubic)" in written  # params.yaml's comments are kept
     assert "weights: {kind: torchvision, path: models/imported/vgg16-397923af.pth}" in written
     assert yaml.safe_load(written)["extract"]["options"] == {"public_test": "val"}  # replaced, not merged
     again = run([*cli, str(CONFIGS / "vgg16-fer2013.yaml"), "--params", str(params), "--dry-run"], tmp_path)

@@ -60,13 +60,32 @@ def test_classify_reports_every_model_scale_classifier(trained, tmp_path):
 
 def test_classify_bad_config_is_refused_before_any_work(tmp_path):
     params = raw_params()
-    for key, value, allowed in (("classifiers", ["knn"], "'head', 'svc' or 'logreg'"),
+    for key, value, allowed in (("classifiers", ["knn"], "'head', 'svc', 'logreg' or 'svc_fsrfer'"),
                                 ("models", ["base+gan"], "'base', 'multires', 'base+fsr' or 'multires+fsr'")):
         bad = {**params, "classify": {**params["classify"], key: value}}
         (tmp_path / "params.yaml").write_text(yaml.safe_dump(bad))
         with pytest.raises(ParamsError) as e:
             config.load_section(tmp_path / "params.yaml", "classify", classify.ClassifyParams)
         assert f"params.yaml: classify.{key}.0 = {value[0]!r}: Input should be {allowed}" in str(e.value)
+    bad = {**params, "classify": {**params["classify"], "fsrfer_fit": "all"}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(bad))
+    with pytest.raises(ParamsError, match="classify.fsrfer_fit = 'all': Input should be 'hr' or 'scales'"):
+        config.load_section(tmp_path / "params.yaml", "classify", classify.ClassifyParams)
+
+
+def test_classify_default_reads_every_key_and_adds_the_published_protocol_rows(trained, tmp_path):
+    _, data, models = trained
+    cfg = section("classify", classify.ClassifyParams, models=["base", "multires"], seed=0)
+    assert "svc_fsrfer" in cfg.classifiers  # the default table holds FSR-FER's protocol rows
+    results = classify.classify(cfg, data, models, SCALES, tmp_path / "c.json", tmp_path / "c.md",
+                                tmp_path / "curves", tmp_path / "pred.npz")
+    assert config.reads(cfg, "classify") == config.leaves(cfg, "classify")
+    assert "| multires | svc_fsrfer |" in (tmp_path / "c.md").read_text()
+    # a plain model: FSR-FER's SVC on the HR training embeddings, as the svc row with fit_scale hr
+    for scale in ("hr", *SCALES):
+        assert results["base"][scale]["svc_fsrfer"] == results["base"][scale]["svc"]
+    header = (tmp_path / "curves" / "base.csv").read_text().splitlines()[0]
+    assert header == "scale,resolution_px," + ",".join(f"accuracy_{c}" for c in cfg.classifiers)
 
 
 def test_kfold_fold_and_aggregate(trained, tmp_path):

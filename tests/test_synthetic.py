@@ -1,11 +1,13 @@
-"""The synthetic dataset: CK+'s exact layout and file formats, determinism, landmarks that match
-the drawing, expressions that move the right landmarks, and atomic writing."""
+"""The synthetic dataset: CK+'s exact layout and file formats, as folders and as CK+'s zips,
+determinism (byte-identical zips), landmarks that match the drawing, expressions that move the
+right landmarks, and atomic writing."""
 from __future__ import annotations
 
 import json
 import re
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import cv2
@@ -18,7 +20,8 @@ from mrfer.data import synthetic
 from mrfer.errors import ParamsError
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = {"n_subjects": 3, "image_size": [64, 64], "frames": [3, 5], "labelled_fraction": 0.5, "seed": 7}
+SMALL = {"n_subjects": 3, "image_size": [64, 64], "frames": [3, 5], "labelled_fraction": 0.5, "seed": 7,
+         "layout": "folders"}   # the layout tests walk the folders; the zips must extract to them
 
 
 def repo_section() -> dict:
@@ -43,8 +46,19 @@ def tiny(tmp_path_factory) -> tuple[Path, dict]:
     return out, summary
 
 
+@pytest.fixture(scope="module")
+def tiny_zips(tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("tiny_zips") / "synthetic"
+    summary = synthetic.synthesize(params(**{**SMALL, "layout": "zips"}), out)
+    return out, summary
+
+
 def files(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def folders(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_dir())
 
 
 def test_layout_and_file_names(tiny):
@@ -114,17 +128,45 @@ def test_emotion_files_name_the_last_frame_and_unlabelled_dirs_are_empty(tiny):
     assert counts == summary["class_counts"]
 
 
-def test_same_seed_same_bytes_other_seed_other_bytes(tiny, tmp_path):
-    root, _ = tiny
+@pytest.mark.parametrize("layout", ["folders", "zips"])
+def test_same_seed_same_bytes_other_seed_other_bytes(tiny, tiny_zips, tmp_path, layout):
+    root, _ = tiny if layout == "folders" else tiny_zips
+    cfg = params(**{**SMALL, "layout": layout})
     again = tmp_path / "again"
-    synthetic.synthesize(TINY, again, workers=2)
+    synthetic.synthesize(cfg, again, workers=2)
     assert files(again) == files(root)
     one_process = tmp_path / "one_process"
-    synthetic.synthesize(TINY, one_process, workers=1)
+    synthetic.synthesize(cfg, one_process, workers=1)
     assert files(one_process) == files(root)
     other = tmp_path / "other"
-    synthetic.synthesize(params(**{**SMALL, "seed": TINY.seed + 1}), other)
+    synthetic.synthesize(params(**{**SMALL, "seed": TINY.seed + 1, "layout": layout}), other)
     assert files(other) != files(root)
+
+
+def test_zips_are_ckplus_as_distributed_and_extract_to_exactly_the_folders(tiny, tiny_zips, tmp_path):
+    root, _ = tiny
+    zips, summary = tiny_zips
+    assert sorted(p.name for p in zips.iterdir()) == sorted(synthetic.ARCHIVES.values())
+    for top, name in synthetic.ARCHIVES.items():
+        with zipfile.ZipFile(zips / name) as zf:
+            assert {n.split("/")[0] for n in zf.namelist()} == {top}
+            zf.extractall(tmp_path / "extracted")
+    assert files(tmp_path / "extracted") == files(root)
+    assert folders(tmp_path / "extracted") == folders(root)   # empty Emotion folders too
+    assert summary == tiny[1]
+
+
+def test_zip_members_have_fixed_order_and_metadata(tiny_zips):
+    zips, _ = tiny_zips
+    for name in synthetic.ARCHIVES.values():
+        with zipfile.ZipFile(zips / name) as zf:
+            infos = zf.infolist()
+        names = [i.filename for i in infos]
+        assert names == sorted(names) and len(set(names)) == len(names)   # each folder before its files
+        for info in infos:
+            assert info.date_time == (1980, 1, 1, 0, 0, 0) and info.compress_type == zipfile.ZIP_STORED
+            assert info.create_system == 3 and not info.extra and not info.comment
+            assert info.external_attr >> 16 == (0o40755 if info.is_dir() else 0o100644)
 
 
 def test_more_subjects_leave_earlier_subjects_unchanged(tmp_path):
@@ -214,7 +256,8 @@ def test_neutral_frame_does_not_depend_on_the_expression():
     assert np.abs(neutral[0] - neutral[2]).max() < 1e-6
 
 
-def test_failure_mid_write_leaves_no_output(tmp_path, monkeypatch):
+@pytest.mark.parametrize("layout", ["folders", "zips"])
+def test_failure_mid_write_leaves_no_output(tmp_path, monkeypatch, layout):
     render = synthetic.sequence_frames
     calls = []
 
@@ -226,7 +269,7 @@ def test_failure_mid_write_leaves_no_output(tmp_path, monkeypatch):
 
     monkeypatch.setattr(synthetic, "sequence_frames", failing)
     with pytest.raises(RuntimeError, match="disk full"):
-        synthetic.synthesize(TINY, tmp_path / "synthetic", workers=1)
+        synthetic.synthesize(params(**{**SMALL, "layout": layout}), tmp_path / "synthetic", workers=1)
     assert len(calls) == 3
     assert list(tmp_path.iterdir()) == []
 
@@ -267,6 +310,7 @@ def test_repo_params_validate_and_the_shared_seed_fills_the_section():
     cfg = config.load_section(ROOT / "params.yaml", "synthesize", synthetic.SynthesizeParams)
     assert cfg.seed == yaml.safe_load((ROOT / "params.yaml").read_text())["seed"]
     assert cfg.difficulty == repo_section()["difficulty"]
+    assert cfg.layout == "zips"   # DVC tracks three files, not ~10k
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -277,6 +321,7 @@ def test_repo_params_validate_and_the_shared_seed_fills_the_section():
     ({"n_subjects": 0}, r"synthesize\.n_subjects = 0"),
     ({"labelled_fraction": "most"}, r"synthesize\.labelled_fraction = 'most'"),
     ({"difficulty": None}, r"synthesize\.difficulty = None"),
+    ({"layout": "tar"}, r"synthesize\.layout = 'tar': .*'zips' or 'folders'"),
 ])
 def test_bad_params_are_refused(tmp_path, overrides, message):
     path = write_params(tmp_path / "params.yaml", **overrides)
@@ -294,17 +339,23 @@ def test_bad_params_stop_the_stage_before_any_output(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def members(archive: Path, suffix: str) -> list[str]:
+    with zipfile.ZipFile(archive) as zf:
+        return [n for n in zf.namelist() if n.endswith(suffix)]
+
+
 def test_stage_script_writes_dataset_and_report(tmp_path):
-    section = {k: v for k, v in SMALL.items() if k != "seed"}
+    section = {k: v for k, v in SMALL.items() if k not in ("seed", "layout")}   # the repo's layout: zips
     path = write_params(tmp_path / "params.yaml", seed=5, **{**section, "n_subjects": 2})
     out, report = tmp_path / "data" / "synthetic", tmp_path / "reports" / "synthesize.json"
     subprocess.run([sys.executable, "stages/synthesize.py", "--params", str(path), "--out", str(out),
                     "--report", str(report)], cwd=ROOT, check=True, capture_output=True)
     summary = json.loads(report.read_text())
     assert summary["seed"] == 5 and summary["subjects"] == 2
-    assert summary["frames"] == len(list((out / "cohn-kanade-images").rglob("*.png")))
+    assert sorted(p.name for p in out.iterdir()) == sorted(synthetic.ARCHIVES.values())
+    assert summary["frames"] == len(members(out / "extended-cohn-kanade-images.zip", ".png"))
     assert sum(summary["class_counts"].values()) == summary["labelled_sequences"]
-    assert len(list((out / "Emotion").rglob("*_emotion.txt"))) == summary["labelled_sequences"]
+    assert len(members(out / "Emotion_labels.zip", "_emotion.txt")) == summary["labelled_sequences"]
 
 
 def test_stage_script_help():

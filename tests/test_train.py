@@ -12,7 +12,7 @@ import torch
 
 from assembled_fixture import make_assembled
 from mrfer.nets import checkpoint
-from mrfer.train import base, loop, multires
+from mrfer.train import base, losses, loop, multires
 from mrfer.train.loader import ArrayLoader
 from mrfer.transforms import Augment, affine_grid, augment, prepare, random_scales, stats_tensors
 from params_fixture import section
@@ -232,3 +232,23 @@ def test_few_optimiser_steps_are_warned_about(data, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="mrfer.train.loop"):
         loop.warn_few_steps("x", steps_per_epoch=20, epochs=10, batch_size=64)  # 200: enough
     assert not caplog.records
+
+
+def test_training_keeps_covpool_bimap_orthonormal(data):
+    """The loop calls the model's constraint after every optimiser step: CovPoolFER's BiMap
+    weight stays on the Stiefel manifold (W^T W = I) while it learns."""
+    from mrfer.nets import build
+    from mrfer.nets.covpool import BiMap
+    model = build("covpool", 3, in_chans=1, image_size=32, width=0.125, cov_channels=16, hidden_dim=32, embed_dim=16)
+    bimap = next(m for m in model.modules() if isinstance(m, BiMap))
+    before = bimap.weight.detach().clone()
+    x, y = np.load(data / "train" / "hr.npy"), np.array(
+        [int(r.split(",")[1]) for r in (data / "train" / "manifest.csv").read_text().splitlines()[1:]])
+    loader = ArrayLoader(x, y, 16, torch.device("cpu"), seed=0)
+    cfg = tiny_cfg(epochs=1)
+    loss_fn = losses.ce_loss(*stats_tensors([128.0], [64.0], "cpu"), Augment(**OFF), torch.Generator())
+    loop.fit(model, loader, x[:8], y[:8], cfg, epochs=1, lr=1e-2, head_lr=1e-2, loss_fn=loss_fn,
+             norm=([128.0], [64.0]), generators={}, run_hash="", resume_path=None, live_dir=None, n_classes=3)
+    w = bimap.weight.detach().double()
+    assert not torch.allclose(w.float(), before, atol=1e-4)  # it learned
+    assert torch.allclose(w.T @ w, torch.eye(w.shape[1], dtype=torch.float64), atol=1e-5)

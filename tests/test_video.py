@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from ckplus_fixture import write_sequence
+from ckplus_fixture import write_sequence, zip_ckplus
 from mrfer import cli, config, infer_clips
 from mrfer.data import clips, datasets, labels
 from mrfer.data.extract import ExtractParams
@@ -28,10 +28,13 @@ REPO = Path(__file__).resolve().parents[1]
 # ---------------------------------------------------------------- CK+ every frame
 
 
-def test_ckplus_all_frames_carry_the_sequence_emotion(tmp_path):
+@pytest.mark.parametrize("layout", ["folders", "zips"])
+def test_ckplus_all_frames_carry_the_sequence_emotion(tmp_path, layout):
     write_sequence(tmp_path, "S005", "001", 6, 3.0)   # disgust
     write_sequence(tmp_path, "S005", "002", 4, 2.0)   # contempt
     write_sequence(tmp_path, "S006", "001", 5, None)  # unlabelled: never a clip
+    if layout == "zips":   # CK+ as distributed
+        tmp_path = zip_ckplus(tmp_path, tmp_path / "zips")
     records, skips = datasets.read("ckplus", tmp_path, {"frames": "all"})
     by_seq = {}
     for r in records:
@@ -244,7 +247,8 @@ def test_repo_params_validate():
 def check_report(report: dict, window: int, epochs: int):
     for key in ("gru", "frame_mean", "frame_majority"):
         m = report[key]
-        assert set(m) == {"accuracy", "average_accuracy", "macro_f1", "n"}
+        assert {"accuracy", "average_accuracy", "macro_f1", "n", "collapsed"} <= set(m)
+        assert set(m) - {"collapsed_to", "collapsed_share"} == {"accuracy", "average_accuracy", "macro_f1", "n", "collapsed"}
         assert m["n"] == 6 and all(0.0 <= m[k] <= 1.0 for k in ("accuracy", "average_accuracy", "macro_f1"))
     assert report["clips"] == {"train": 9, "val": 3, "test": 6}
     assert report["frames"]["test"] == sum(3 + (k + q) % 4 for k in (5, 6) for q in (1, 2, 3))
@@ -289,6 +293,16 @@ def test_video_train_fine_tuned_carries_its_cnn(tiny, tmp_path):
                if original[k].is_floating_point())
     gru, cnn, meta = clip_gru.load_video(tmp_path / "video.pt", cnn_path="/nonexistent.pt")  # not needed
     assert meta["freeze"] is False and gru.config["layers"] == 2
+
+
+def test_clips_from_ckplus_zips_are_the_clips_from_its_folders(tiny, tmp_path):
+    zips = zip_ckplus(tiny / "raw", tmp_path / "raw")
+    options = clips.reader_options("ckplus", tiny_extract().options, None)
+    a = clips.load_clips(tiny_extract(), tiny / "raw", tiny / "assembled", options, 7)
+    b = clips.load_clips(tiny_extract(), zips, tiny / "assembled", options, 7)
+    assert np.array_equal(a.faces, b.faces) and len(a.faces) > 0
+    assert [(c.id, c.label, c.rows.tolist()) for c in a.clips] == [(c.id, c.label, c.rows.tolist()) for c in b.clips]
+    assert a.clip_skips.items == b.clip_skips.items
 
 
 def test_mismatched_cnn_and_wrong_cnn_file_are_clear_errors(tiny, tmp_path):

@@ -43,4 +43,4 @@ def downsample(cfg: DownsampleParams, faces_path: str | os.PathLike, out_dir: st
             out.flush()
             del out
     log.info("wrote %d scales of %d faces to %s", len(cfg.scales), n, Path(out_dir))
-    return {s: low_size(h, w, s) for s in cfg.scales}
+    return {s: low_size(h, w, s, cfg.kernel) for s in cfg.scales}

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import functools
 import os
+import zipfile
+import zlib
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from mrfer.data.records import Record
+from mrfer.data.records import ArchiveMember, Record
 from mrfer.errors import ImageError
 
 # What cv2.imread reads; readers and `predict` pick image files by these suffixes.
@@ -42,10 +44,48 @@ def read_frame(path: Path, frame: int) -> np.ndarray:
     return image
 
 
-def load_image(source: str | os.PathLike | np.ndarray, frame: int | None = None) -> np.ndarray:
+@functools.lru_cache(maxsize=4)
+def open_archive(path: str, stamp: tuple[int, int, int, int]) -> zipfile.ZipFile:
+    """An open zip, kept for the next image from it: reading a 10k-member index per image
+    would cost more than decoding. `stamp` (process id, inode, mtime, size) makes a forked
+    worker or a rewritten archive open its own."""
+    return zipfile.ZipFile(path)
+
+
+def read_member(member: ArchiveMember) -> bytes:
+    """The bytes of a zip member; ImageError naming archive and member if absent or unreadable."""
+    try:
+        st = os.stat(member.archive)
+    except FileNotFoundError:
+        raise ImageError(f"missing file: {member.archive}") from None
+    try:
+        archive = open_archive(str(member.archive), (os.getpid(), st.st_ino, st.st_mtime_ns, st.st_size))
+        return archive.read(member.name)
+    except KeyError:
+        raise ImageError(f"missing file: {member}") from None
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError) as e:
+        # not a zip, bad CRC or header, damaged deflate stream, unsupported compression, encrypted
+        raise ImageError(f"unreadable or corrupt image: {member} ({e})") from None
+
+
+def decode_member(member: ArchiveMember) -> np.ndarray:
+    """A zip member decoded as cv2.imread decodes the same bytes from a file."""
+    data = np.frombuffer(read_member(member), dtype=np.uint8)
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    except cv2.error:
+        image = None
+    if image is None or image.size == 0:
+        raise ImageError(f"unreadable or corrupt image: {member}")
+    return image
+
+
+def load_image(source: str | os.PathLike | ArchiveMember | np.ndarray, frame: int | None = None) -> np.ndarray:
     """An image as uint8 HxWx3 BGR (gray images are expanded). Raises ImageError naming the file."""
     if isinstance(source, np.ndarray):
         image = source
+    elif isinstance(source, ArchiveMember):
+        image = decode_member(source)
     else:
         path = Path(source)
         if not path.is_file():

@@ -11,10 +11,22 @@ import numpy as np
 from mrfer.errors import DatasetError
 
 
+@dataclass(frozen=True)
+class ArchiveMember:
+    """An image stored in a zip archive (CK+ as distributed): member `name` of `archive`.
+
+    Only the reference is kept; `faces.load_image` reads and decodes the member when needed."""
+    archive: Path
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.archive}:{self.name}"
+
+
 @dataclass
 class Record:
-    """One face. `image` is a file path or an array (HxW or HxWx3 BGR uint8)."""
-    image: str | os.PathLike | np.ndarray
+    """One face. `image` is a file path, a zip member, or an array (HxW or HxWx3 BGR uint8)."""
+    image: str | os.PathLike | ArchiveMember | np.ndarray
     label: int                       # canonical index (mrfer.data.labels), 7 = contempt
     source: str                      # path relative to the dataset root, or a row id
     subject: str | None = None

@@ -12,8 +12,12 @@ with identity variation, so accuracy drops when faces are seen at low resolution
     Emotion/S005/001/S005_001_000000NN_emotion.txt      CK+ code of the sequence (if labelled)
     Landmarks/S005/001/S005_001_000000NN_landmarks.txt  68 "x y" lines per frame
 
+`layout: zips` writes these folders inside the three zips CK+ is distributed as
+(extended-cohn-kanade-images.zip, Emotion_labels.zip, Landmarks.zip), so DVC tracks three files
+instead of ~10k; `layout: folders` writes them extracted. The zips extract to exactly the folders.
+
 Everything is deterministic given the seed; subject k only depends on (seed, k), so adding
-subjects never changes the earlier ones.
+subjects never changes the earlier ones, and the zips are the same bytes on every run.
 """
 from __future__ import annotations
 
@@ -21,11 +25,12 @@ import contextlib
 import functools
 import logging
 import os
+import zipfile
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import cv2
 import numpy as np
@@ -40,6 +45,11 @@ log = logging.getLogger(__name__)
 
 Side = Annotated[int, Field(ge=32)]
 Fraction = Annotated[float, Field(ge=0, le=1)]
+LAYOUTS = ("zips", "folders")
+# The folder each of CK+'s zips holds -> the zip's name as distributed (mrfer.data.datasets.ckplus reads both).
+ARCHIVES = {"cohn-kanade-images": "extended-cohn-kanade-images.zip", "Emotion": "Emotion_labels.zip",
+            "Landmarks": "Landmarks.zip"}
+ZIP_TIME = (1980, 1, 1, 0, 0, 0)   # the earliest a zip can say: no build time in the bytes
 
 
 class SynthesizeParams(Section):
@@ -55,6 +65,8 @@ class SynthesizeParams(Section):
     contempt_rate: Fraction = Field(description="chance a subject has a contempt sequence (rarer, as in CK+)")
     apex_intensity: float = Field(gt=0, description="action-unit intensity at the apex, before jitter and difficulty")
     difficulty: Fraction = Field(description="0 easy .. 1 hard: nuisance strength up, expression strength down")
+    layout: Literal[LAYOUTS] = Field(description="zips: CK+'s three zips as distributed (DVC tracks 3 files, "
+                                     "not ~10k) | folders: the same files extracted")
 
     @field_validator("frames")
     @classmethod
@@ -494,15 +506,20 @@ def landmarks_text(points: np.ndarray) -> str:
     return "".join(f"   {x:.7e}   {y:.7e}\n" for x, y in points)
 
 
-def write_subject(root: Path, index: int, number: int, ident: Identity, codes: list[int], *, seed: int,
-                  frames: tuple[int, int], labelled_fraction: float, image_size: tuple[int, int],
-                  difficulty: float, apex_intensity: float) -> tuple[Counter, int, int, int]:
-    """Write one subject's sequences; return (label counts, sequences, labelled, frames).
+Entry = tuple[str, bytes | None]   # ('/'-separated path under the root, bytes); None: a folder
+
+
+def subject_entries(index: int, number: int, ident: Identity, codes: list[int], *, seed: int,
+                    frames: tuple[int, int], labelled_fraction: float, image_size: tuple[int, int],
+                    difficulty: float, apex_intensity: float) -> tuple[list[Entry], Counter, int, int, int]:
+    """One subject's folders and files in writing order; (entries, label counts, sequences,
+    labelled, frames).
 
     Runs in a worker process, so it takes plain values, not the params section (whose record
-    of the keys read stays in the parent)."""
+    of the keys read stays in the parent), and returns bytes for the parent to write in order."""
     lo, hi = frames
     counts: Counter = Counter()
+    entries: list[Entry] = []
     n_sequences = n_labelled = n_frames = 0
     subject = f"S{number:03d}"
     for j, code in enumerate(codes, start=1):
@@ -511,31 +528,88 @@ def write_subject(root: Path, index: int, number: int, ident: Identity, codes: l
         n = int(rng.integers(lo, hi + 1))
         labelled = bool(rng.random() < labelled_fraction)
         images = sequence_frames(ident, code, n, rng, image_size, difficulty, apex_intensity)
-        image_dir = root / "cohn-kanade-images" / subject / sequence
-        mark_dir = root / "Landmarks" / subject / sequence
-        emotion_dir = root / "Emotion" / subject / sequence
-        for folder in (image_dir, mark_dir, emotion_dir):
-            folder.mkdir(parents=True)
+        image_dir = f"cohn-kanade-images/{subject}/{sequence}"
+        mark_dir = f"Landmarks/{subject}/{sequence}"
+        emotion_dir = f"Emotion/{subject}/{sequence}"
+        entries += [(image_dir, None), (mark_dir, None), (emotion_dir, None)]
         for t, (image, points) in enumerate(images, start=1):
             stem = f"{subject}_{sequence}_{t:08d}"
-            if not cv2.imwrite(str(image_dir / f"{stem}.png"), image):
-                raise OSError(f"could not write {image_dir / stem}.png")
-            (mark_dir / f"{stem}_landmarks.txt").write_text(landmarks_text(points))
+            ok, png = cv2.imencode(".png", image)   # the bytes cv2.imwrite writes
+            if not ok:
+                raise OSError(f"could not encode {image_dir}/{stem}.png")
+            entries.append((f"{image_dir}/{stem}.png", png.tobytes()))
+            entries.append((f"{mark_dir}/{stem}_landmarks.txt", landmarks_text(points).encode()))
         if labelled:   # unlabelled sequences keep an empty Emotion dir, like CK+
-            (emotion_dir / f"{subject}_{sequence}_{n:08d}_emotion.txt").write_text(emotion_text(code))
+            entries.append((f"{emotion_dir}/{subject}_{sequence}_{n:08d}_emotion.txt", emotion_text(code).encode()))
             counts[CKPLUS[code]] += 1
         n_sequences += 1
         n_labelled += labelled
         n_frames += n
-    return counts, n_sequences, n_labelled, n_frames
+    return entries, counts, n_sequences, n_labelled, n_frames
+
+
+class FolderWriter:
+    """Entries as folders and files under `root` (CK+ extracted)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        root.mkdir()
+
+    def add(self, name: str, data: bytes | None) -> None:
+        if data is None:
+            (self.root / name).mkdir(parents=True)
+        else:
+            (self.root / name).write_bytes(data)
+
+    def close(self) -> None:
+        pass
+
+
+def zip_info(name: str) -> zipfile.ZipInfo:
+    """Fixed metadata: the same entries give the same zip bytes on any machine and day."""
+    info = zipfile.ZipInfo(name, date_time=ZIP_TIME)
+    info.create_system = 3   # unix, so the permission bits below are honoured on extraction
+    info.external_attr = (0o40755 << 16) | 0x10 if name.endswith("/") else 0o100644 << 16
+    info.compress_type = zipfile.ZIP_STORED   # PNGs are compressed already; stored text is zlib-independent
+    return info
+
+
+class ZipWriter:
+    """Entries into CK+'s zips under `root`, each folder once before what it holds (as `zip -r`
+    does, so empty Emotion folders survive and the zips extract to exactly the folders)."""
+
+    def __init__(self, root: Path):
+        root.mkdir()
+        self.zips = {top: zipfile.ZipFile(root / name, "w") for top, name in ARCHIVES.items()}
+        self.folders: set[str] = set()
+
+    def add(self, name: str, data: bytes | None) -> None:
+        parts = name.split("/")
+        archive = self.zips[parts[0]]
+        for k in range(1, len(parts) + (data is None)):
+            folder = "/".join(parts[:k]) + "/"
+            if folder not in self.folders:
+                self.folders.add(folder)
+                archive.writestr(zip_info(folder), b"")
+        if data is not None:
+            archive.writestr(zip_info(name), data)
+
+    def close(self) -> None:
+        for archive in self.zips.values():
+            archive.close()
+
+
+WRITERS = {"zips": ZipWriter, "folders": FolderWriter}
 
 
 def write_dataset(root: Path, cfg: SynthesizeParams, progress: bool = False,
                   workers: int | None = None) -> dict[str, Any]:
-    """Write the CK+ tree under `root` (which must not exist yet); return the summary.
+    """Write the CK+ tree (zips or folders, `cfg.layout`) under `root`, which must not exist yet;
+    return the summary.
 
     Subjects are drawn in parallel processes (one per core by default); each depends only on
-    (seed, index), so the files are the same for any number of workers."""
+    (seed, index), and the parent writes them in subject order, so the bytes are the same for
+    any number of workers."""
     seed = cfg.seed
     plans, number = [], 4
     for index in range(cfg.n_subjects):
@@ -543,15 +617,18 @@ def write_dataset(root: Path, cfg: SynthesizeParams, progress: bool = False,
         number += gap   # subject numbers have gaps, like CK+
         plans.append((index, number, ident, codes))
     workers = workers or len(os.sched_getaffinity(0))
-    job = functools.partial(write_subject, root, seed=seed, frames=cfg.frames, labelled_fraction=cfg.labelled_fraction,
+    job = functools.partial(subject_entries, seed=seed, frames=cfg.frames, labelled_fraction=cfg.labelled_fraction,
                             image_size=cfg.image_size, difficulty=cfg.difficulty, apex_intensity=cfg.apex_intensity)
     counts: Counter = Counter()
     n_sequences = n_labelled = n_frames = 0
     pool = ProcessPoolExecutor(workers) if workers > 1 and len(plans) > 1 else None
-    with pool or contextlib.nullcontext():
+    writer = WRITERS[cfg.layout](root)
+    with pool or contextlib.nullcontext(), contextlib.closing(writer):
         results = (pool.map if pool else map)(job, *zip(*plans))
-        for subject_counts, sequences, labelled, frames in tqdm(results, total=len(plans), desc="subjects",
-                                                                disable=not progress):
+        for entries, subject_counts, sequences, labelled, frames in tqdm(results, total=len(plans),
+                                                                         desc="subjects", disable=not progress):
+            for name, data in entries:
+                writer.add(name, data)
             counts.update(subject_counts)
             n_sequences += sequences
             n_labelled += labelled
@@ -570,8 +647,8 @@ def write_dataset(root: Path, cfg: SynthesizeParams, progress: bool = False,
 def synthesize(cfg: SynthesizeParams, out: str | os.PathLike, progress: bool = False,
                workers: int | None = None) -> dict[str, Any]:
     """Write the whole synthetic CK+ tree to `out` atomically (replacing any old one); return a summary."""
-    log.info("synthesizing %d subjects (%sx%s px, difficulty %.2f, seed %d) into %s",
-             cfg.n_subjects, *cfg.image_size, cfg.difficulty, cfg.seed, out)
+    log.info("synthesizing %d subjects (%sx%s px, difficulty %.2f, seed %d) into %s as %s",
+             cfg.n_subjects, *cfg.image_size, cfg.difficulty, cfg.seed, out, cfg.layout)
     with atomic_path(out) as tmp:
         summary = write_dataset(tmp, cfg, progress=progress, workers=workers)
     log.info("wrote %d sequences (%d labelled), %d frames", summary["sequences"],

@@ -2,8 +2,17 @@
 
 Models are `base`, `multires` and `<model>+fsr` (the FSR generator applied to that model's
 features of low-resolution faces; at full resolution `+fsr` is its FER model unchanged, so its
-sklearn classifiers are fitted on plain HR features, as FSR-FER did). Classifiers are the network's own `head` and sklearn ones on its embeddings,
-fitted on the training set at full resolution (FSR-FER's protocol) or at the same scale.
+sklearn classifiers are fitted on plain HR features). Classifiers are the network's own `head`
+and sklearn ones on its embeddings (`svc`, `logreg`), fitted on the training set at full
+resolution or at the same scale (`fit_scale`).
+
+`svc_fsrfer` is FSR-FER's classify protocol (classify/classify_FSRFER.py, classify_FER.py): a
+linear SVC with probabilities on the L2-normalised embedding the head reads (the TF graph's
+`embeddings`: CovPoolFER's 7-d bottleneck, `features` of mrfer's published covpool). A `+fsr` model runs every face through the generator, full resolution
+included (the scripts feed every image to `LR_input`); its SVC is fitted on the super-resolved
+training faces at full resolution (`fsrfer_fit: hr`, classify.sh line 24) or at every
+low-resolution scale (`scales`, classify.sh lines 30 and 32, the SVC line 33 tests). A plain
+model's SVC is fitted on its HR training faces (classify_FER.py's CovPoolFER SVC).
 """
 from __future__ import annotations
 
@@ -44,14 +53,18 @@ class ClassifyParams(Section):
     classifiers: list[Literal[CLASSIFIERS]] = Field(
         min_length=1, description="head (the net's own) | svc (linear, L2-normalised, FSR-FER) | logreg")
     fit_scale: Literal["hr", "same"] = Field(
-        description="fit sklearn classifiers on HR train features (FSR-FER) | on train features at the test scale")
+        description="fit svc / logreg on HR train features | on train features at the test scale")
+    fsrfer_fit: Literal["hr", "scales"] = Field(
+        description="svc_fsrfer on +fsr models: fit on G(f(HR train faces)) | on G(f(train faces at every "
+                    "downsample scale)) (FSR-FER's classify.sh, the SVC it tests last)")
     batch_size: int = Field(gt=0, description="inference batch size")
     device: Device
 
 
-def resolution_px(size: int, scale: str) -> int:
-    """Short side in pixels of the face the model actually saw information from."""
-    return size if scale == "hr" else min(low_size(size, size, scale))
+def resolution_px(size: int, scale: str, kernel: str = "bicubic_aa") -> int:
+    """Short side in pixels of the face the model actually saw information from, by the
+    downsample kernel's size rule (`matlab` rounds up: 100 px at x3 is 34 px, not 33)."""
+    return size if scale == "hr" else min(low_size(size, size, scale, kernel))
 
 
 class Embedder:
@@ -66,9 +79,11 @@ class Embedder:
             self.fsr = load_fsr(models_dir / "fsr.pt", device, fer_meta=self.meta)
 
     @torch.no_grad()
-    def __call__(self, images: np.ndarray, scale: str) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, images: np.ndarray, scale: str, super_resolve_hr: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(features, logits); with an FSR, faces at a low `scale` go through the generator, and
+        full-resolution ones too when `super_resolve_hr` (FSR-FER's protocol)."""
         norm = (self.meta["mean"], self.meta["std"])
-        if self.fsr is not None and scale != "hr":
+        if self.fsr is not None and (scale != "hr" or super_resolve_hr):
             features, logits = fsr_features(self.model, self.fsr, images, *norm, device=self.device,
                                             batch_size=self.batch_size)
         else:
@@ -84,6 +99,29 @@ def train_features(embed: Embedder, data: str | os.PathLike, scale: str, cache: 
         images, labels = shards.load_xy(data, "train", scale)
         cache[scale] = (embed(images, scale)[0], labels)
     return cache[scale]
+
+
+def fsrfer_train_features(embed: Embedder, data: str | os.PathLike, scales: list[str], fit: str,
+                          cache: dict) -> tuple:
+    """svc_fsrfer's training set: (embeddings, labels) of the training faces at full resolution,
+    or, for a +fsr model with `fit` == "scales", at every low-resolution scale; super-resolved
+    by a +fsr model at every scale."""
+    fit_scales = scales if fit == "scales" and embed.fsr is not None else ["hr"]
+    if "svc_fsrfer" not in cache:
+        outputs, labels = [], []
+        for scale in fit_scales:
+            images, y = shards.load_xy(data, "train", scale)
+            outputs.append(embed(images, scale, super_resolve_hr=True)[0])
+            labels.append(y)
+        cache["svc_fsrfer"] = (np.concatenate(outputs), np.concatenate(labels))
+    return cache["svc_fsrfer"]
+
+
+def fsrfer_test_features(embed: Embedder, images: np.ndarray, scale: str, features: np.ndarray) -> np.ndarray:
+    """svc_fsrfer's test input: the embeddings, super-resolved at full resolution too."""
+    if scale == "hr" and embed.fsr is not None:
+        return embed(images, scale, super_resolve_hr=True)[0]
+    return features
 
 
 def classify(cfg: ClassifyParams, data: str | os.PathLike, models_dir: str | os.PathLike, scales: list[str],
@@ -113,6 +151,11 @@ def classify(cfg: ClassifyParams, data: str | os.PathLike, models_dir: str | os.
             for clf in cfg.classifiers:
                 if clf == "head":
                     predicted = logits.argmax(1)
+                elif clf == "svc_fsrfer":
+                    if clf not in fitted:
+                        x, y = fsrfer_train_features(embed, data, scales, cfg.fsrfer_fit, train_cache)
+                        fitted[clf] = classifiers.make(clf, cfg.seed).fit(x, y)
+                    predicted = fitted[clf].predict(fsrfer_test_features(embed, test[scale][0], scale, features))
                 else:
                     fit_scale = scale if cfg.fit_scale == "same" else "hr"
                     if (clf, fit_scale) not in fitted:

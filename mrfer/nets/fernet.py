@@ -35,6 +35,10 @@ class FERNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
 
+    def constrain_(self) -> None:
+        """Put constrained weights back where they must live after an optimiser step (CovPoolFER's
+        BiMap: orthonormal columns). The trainer calls it after every step; a no-op here."""
+
     def backbone_parameters(self) -> list[nn.Parameter]:
         """All parameters except the head's (the trainer gives the two different lrs)."""
         head_ids = {id(p) for p in self.head.parameters()}

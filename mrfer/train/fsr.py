@@ -1,22 +1,31 @@
 """fsr-train recipe: FSR-FER's feature super-resolution, trained on a frozen FER model.
 
 Training pairs are rows of the assembled arrays: the same face at `hr` and at a low-resolution
-scale (`x2`...`x8`, row-aligned files of the downsample stage). Each step takes a batch of train
-rows, each at a random training scale (optionally flipped, identically for the pair); the frozen
-FER model (eval mode, no gradients to its weights) gives the target features of both.
+scale (`x2`...`x8`, row-aligned files of the downsample stage). `pairing`: each epoch takes every
+train row once at a random training scale (`random_scale`), or every (row, scale) pair once
+(`all_scales`, FSR-FER's code: utils.py repeats each HR face 7 times beside its x2...x8 faces);
+optionally flipped, identically for the pair. The frozen FER model (eval mode, no gradients to
+its weights) gives the target features of both.
 
-Phase 1 (`pretrain_epochs`): the generator learns MSE(G(lr), hr) (Adam, FSR-FER: 2e-4).
-Phase 2 (`epochs`): generator and WGAN-div critic, alternately (Adam, FSR-FER: 2e-5, beta1 0).
+Phase 1 (`pretrain_epochs`): the generator learns |G(lr) - hr|^2, averaged (`mean`) or summed per
+sample (`sum`, FSR-FER) (Adam, FSR-FER: 2e-4 halved every 20k steps).
+Phase 2 (`epochs`): generator and WGAN-div critic, alternately (Adam, FSR-FER: 2e-5, beta1 0,
+halved after steps 20k, 100k and 200k).
 
-    critic     mean(w * D(G(lr))) - mean(w * D(hr)) + k * mean(||grad D(mix)||^p)       (k=2, p=6)
+    critic     mean(w * D(G(lr))) - mean(w * D(hr)) + k * penalty(grad D(mix), p)     (k=2, p=6)
     generator  adversarial_weight * -mean(w * D(G(lr)))
-               + feature_weight    * mean(w * |G(lr) - hr|^2)                           (0.01)
-               + classifier_weight * mean(w * |head(emb(G(lr))) - head(emb(hr))|^2)     (10)
+               + feature_weight    * mean(w * |G(lr) - hr|^2)                         (0.01)
+               + classifier_weight * mean(w * |out(G(lr)) - out(hr)|^2)               (10)
 
-with per-sample weights w = (1.5 - p_y)^2, p_y the frozen model's softmax probability of the true
-class on the HR face (FSR-FER took it on the super-resolved features; `reweight_from: sr`).
+(FSR-FER's code has the critic's sign the other way round, D' = -D; the same losses.) The
+penalty's gradient norm is per sample (`div_norm: sample`) or per column (`column`, FSR-FER's
+code; `mrfer.nets.fsr.wgan_div_penalty`). `out` is the frozen net's head output (`logits`) or
+its embedding (`embedding`, `model.features`), or CovPoolFER's fc 128 layer (`hidden`, FSR-FER).
+Per-sample weights w = (1.5 - p_y)^2, p_y the frozen model's softmax probability of the true
+class on the HR face (`reweight_from: hr`) or on the super-resolved features (`sr`, FSR-FER),
+with the gradient through w stopped or, as FSR-FER's code, kept (`reweight_grad`).
 `|.|^2` is the per-sample squared L2 distance summed over the feature (FSR-FER, `reduction: sum`)
-or averaged (`reduction: mean`). The classifier term is on the frozen head's outputs (logits).
+or averaged (`reduction: mean`).
 
 The networks and the applied model (`load_fsr`, `FSRModel`) are in `mrfer.nets.fsr`; applying
 a trained FSR to uint8 faces is `mrfer.infer_fsr.fsr_features`.
@@ -32,7 +41,7 @@ from typing import Annotated, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from mrfer.config import Section
 from mrfer.data import shards
@@ -43,9 +52,9 @@ from mrfer.infer_fsr import encode_targets
 from mrfer.io import write_json
 from mrfer.metrics import summarize
 from mrfer.nets import checkpoint
-from mrfer.nets.fsr import (TARGETS, FSRCritic, FSRGenerator, build_networks, check_target, embedding_from_target,
-                            fer_fingerprint, parameter_count, sample_weights, super_resolve, target_features,
-                            wgan_div_penalty)
+from mrfer.nets.fsr import (CRITIC_LAYOUTS, DENSE_NORMS, DIV_NORMS, INITS, NETWORK_DEFAULTS, TARGETS, FSRCritic,
+                            FSRGenerator, build_networks, check_target, embedding_from_target, fer_fingerprint,
+                            parameter_count, sample_weights, super_resolve, target_features, wgan_div_penalty)
 from mrfer.train import loop
 from mrfer.transforms import prepare, stats_tensors
 
@@ -53,6 +62,8 @@ log = logging.getLogger(__name__)
 
 REDUCTIONS = ("sum", "mean")
 REWEIGHT_FROM = ("hr", "sr")
+CLASSIFIER_TARGETS = ("logits", "embedding", "hidden")
+PAIRINGS = ("random_scale", "all_scales")
 Beta = Annotated[float, Field(ge=0, lt=1)]
 
 
@@ -68,28 +79,57 @@ class FsrTrainParams(Section):
     growth: int = Field(ge=1, description="dense-block growth (FSR-FER: 16)")
     dense_layers: int = Field(ge=2, description="layers per residual dense block (FSR-FER: 5)")
     residual_scale: float = Field(gt=0, description="residual scaling in the dense blocks (FSR-FER: 0.2)")
+    input_skip: bool = Field(description="G(x) = x + f(x) (mrfer: starts as the identity) | false: f(x) (FSR-FER)")
+    tail_kernel: int = Field(ge=1, description="kernel of the generator's two tail convs, TF 'same' padding when "
+                                               "even (mrfer: 3; FSR-FER: 8)")
+    init: Literal[INITS] = Field(description="generator init: identity (Kaiming, dense layers x init_scale, last "
+                                             "layer zero) | fsrfer (He-normal, then every variable x init_scale)")
+    init_scale: float = Field(gt=0, description="the init's scale factor (ESRGAN and FSR-FER: 0.1)")
+    dense_norm: Literal[DENSE_NORMS] = Field(
+        description="after each dense-block conv: none | frozen_bn (FSR-FER's batch norm as its TF code runs it: "
+                    "inference mode on mean 0 / variance 1, a learnt per-channel affine)")
+    symmetrize: bool = Field(description="covariance target: symmetrise the generator's output (FSR-FER: false)")
     critic_channels: int = Field(ge=1, description="critic's first conv channels (FSR-FER: 8)")
     critic_hidden: int = Field(ge=1, description="critic's hidden linear width (FSR-FER: 100)")
+    critic_layout: Literal[CRITIC_LAYOUTS] = Field(
+        description="critic convs for 2-D targets: mrfer (3x3 + 4x4/2 blocks down to 4 px) | fsrfer (network.py: "
+                    "bias-free, widths c..8c, five halvings, TF padding and init)")
     pretrain_epochs: int = Field(ge=0, description="phase 1: MSE pre-training of the generator")
     epochs: int = Field(ge=0, description="phase 2: WGAN-div + weighted feature and classifier-output losses")
     batch_size: int = Field(ge=2, description="pairs per step (FSR-FER: 32)")
     pretrain_lr: float = Field(gt=0, description="phase-1 Adam learning rate (FSR-FER: 2e-4)")
     pretrain_betas: tuple[Beta, Beta] = Field(description="phase-1 Adam betas")
+    pretrain_lr_halve_every: int = Field(ge=0, description="phase-1 steps per halving of pretrain_lr "
+                                                           "(FSR-FER: 20000); 0: constant")
+    pretrain_reduction: Literal[REDUCTIONS] = Field(
+        description="phase-1 loss: per-sample squared distance summed (FSR-FER) | mean (MSE)")
     lr: float = Field(gt=0, description="phase-2 generator Adam learning rate (FSR-FER: 2e-5)")
     critic_lr: float | None = Field(gt=0, description="phase-2 critic learning rate; null: lr")
     betas: tuple[Beta, Beta] = Field(description="phase-2 Adam betas, generator and critic (FSR-FER: [0, 0.999])")
+    lr_halve_after: list[Annotated[int, Field(gt=0)]] = Field(
+        description="phase-2 steps after each of which both rates halve (FSR-FER: [20000, 100000, 200000]); []: constant")
     critic_steps: int = Field(ge=0, description="critic updates per generator update")
     adversarial_weight: float = Field(ge=0, description="weight of the generator's adversarial loss (FSR-FER: 1)")
     feature_weight: float = Field(ge=0, description="weight of the feature distance to HR (FSR-FER: 0.01)")
     classifier_weight: float = Field(ge=0, description="weight of the head-output distance to HR (FSR-FER: 10)")
     div_k: float = Field(ge=0, description="WGAN-div penalty factor k (FSR-FER: 2)")
     div_p: float = Field(gt=0, description="WGAN-div gradient-norm power p (FSR-FER: 6)")
+    div_norm: Literal[DIV_NORMS] = Field(
+        description="penalty's gradient norm: sample (per sample, the WGAN-div paper) | column (over each column "
+                    "only, FSR-FER's code)")
+    classifier_target: Literal[CLASSIFIER_TARGETS] = Field(
+        description="the classifier term compares the frozen net's logits | its embedding | hidden: covpool's fc 128 "
+                    "(after its BN, before the ReLU: FSR-FER's net_f; covariance target only)")
     reweight: bool = Field(description="per-sample loss weights (reweight_offset - p_y)^2; false: all 1")
     reweight_offset: float = Field(gt=0, description="the offset in (offset - p_y)^2 (FSR-FER: 1.5)")
     reweight_from: Literal[REWEIGHT_FROM] = Field(
         description="p_y on the HR face (hr) or on the super-resolved features (sr, FSR-FER's code)")
+    reweight_grad: bool = Field(description="reweight_from sr: keep the gradient through the weights into the "
+                                            "generator (FSR-FER's code) | false: stop it")
     reduction: Literal[REDUCTIONS] = Field(description="per-sample squared distance: sum (FSR-FER) | mean")
-    flip: bool = Field(description="random horizontal flip, the same for both faces of a pair")
+    flip: bool = Field(description="random horizontal flip, the same for both faces of a pair (FSR-FER: none)")
+    pairing: Literal[PAIRINGS] = Field(description="per epoch: each train row at one random scale | every "
+                                                   "(row, scale) pair once (all_scales, FSR-FER)")
     scales: Annotated[list[Scale], Field(min_length=1)] | None = Field(
         description="training scales; null: downsample.scales")
     val_scale: Scale | None = Field(description="validation scale; null: the middle training scale")
@@ -97,12 +137,61 @@ class FsrTrainParams(Section):
     amp: bool = Field(description="CUDA only: autocast the frozen FER passes (bf16 where supported)")
     device: Device
 
+    @field_validator("lr_halve_after")
+    @classmethod
+    def _increasing(cls, steps: list[int]) -> list[int]:
+        if steps != sorted(set(steps)):
+            raise ValueError(f"steps must be strictly increasing, got {steps}")
+        return steps
+
+    @model_validator(mode="after")
+    def _weight_gradient_needs_sr_weights(self):
+        if self.reweight_grad and not (self.reweight and self.reweight_from == "sr"):
+            raise ValueError("reweight_grad: true needs reweight: true and reweight_from: sr "
+                             "(weights from the HR face carry no gradient to the generator)")
+        return self
+
+
+# Keys added after run hashes were first recorded, at the values that reproduce the earlier
+# behaviour: left out of the hash at those values, so existing runs keep their hash.
+HASH_NEUTRAL = {**NETWORK_DEFAULTS, "pretrain_lr_halve_every": 0, "pretrain_reduction": "mean", "lr_halve_after": [],
+                "div_norm": "sample", "classifier_target": "logits", "reweight_grad": False,
+                "pairing": "random_scale"}
+
+
+def hashed_params(cfg: FsrTrainParams) -> dict:
+    return {k: v for k, v in cfg.model_dump().items() if k not in HASH_NEUTRAL or v != HASH_NEUTRAL[k]}
+
 
 def network_config(cfg: FsrTrainParams) -> dict:
-    """What `build_networks` needs; saved in the FSR file's meta so `load_fsr` rebuilds the nets."""
+    """What `build_networks` needs; saved in the FSR file's meta so `load_fsr` rebuilds the nets.
+    The options of `NETWORK_DEFAULTS` are named only where they differ from their default."""
+    options = {"input_skip": cfg.input_skip, "tail_kernel": cfg.tail_kernel, "init": cfg.init,
+               "init_scale": cfg.init_scale, "dense_norm": cfg.dense_norm, "symmetrize": cfg.symmetrize,
+               "critic_layout": cfg.critic_layout}
     return {"blocks": cfg.blocks, "channels": cfg.channels, "growth": cfg.growth, "dense_layers": cfg.dense_layers,
             "residual_scale": cfg.residual_scale, "critic_channels": cfg.critic_channels,
-            "critic_hidden": cfg.critic_hidden}
+            "critic_hidden": cfg.critic_hidden,
+            **{k: v for k, v in options.items() if v != NETWORK_DEFAULTS[k]}}
+
+
+def pretrain_rate(cfg: FsrTrainParams, step: int) -> float:
+    """Phase-1 rate at optimiser step `step` (from 0): FSR-FER's tf.train.exponential_decay(2e-4,
+    step, 20000, 0.5, staircase=True)."""
+    if not cfg.pretrain_lr_halve_every:
+        return cfg.pretrain_lr
+    return cfg.pretrain_lr * 0.5 ** (step // cfg.pretrain_lr_halve_every)
+
+
+def gan_rate(lr: float, step: int, halve_after: list[int]) -> float:
+    """Phase-2 rate at step `step` (from 0): halved once per boundary passed, as FSR-FER's
+    tf.train.piecewise_constant (its values change after steps 20k, 100k and 200k)."""
+    return lr * 0.5 ** sum(step > b for b in halve_after)
+
+
+def set_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
 
 
 def squared_distance(a: torch.Tensor, b: torch.Tensor, reduction: str) -> torch.Tensor:
@@ -130,6 +219,7 @@ class FrozenFER:
     device: torch.device
     amp: bool
     batch_size: int  # for whole-array passes (`encode`, evaluation)
+    compare: str  # what the classifier term compares: logits | embedding | hidden
 
     def __post_init__(self):
         self.mean, self.std = stats_tensors(*self.norm, self.device)
@@ -141,22 +231,33 @@ class FrozenFER:
     def logits(self, t: torch.Tensor) -> torch.Tensor:
         return self.model.head(embedding_from_target(self.model, t, self.target))
 
+    def outputs(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(what the classifier term compares, logits) of target features: the rest of the frozen net."""
+        embedding = embedding_from_target(self.model, t, self.target)
+        logits = self.model.head(embedding)
+        if self.compare == "hidden":
+            return self.model.hidden_from_covariance(t), logits
+        return (embedding if self.compare == "embedding" else logits), logits
+
     @torch.no_grad()
-    def pair_targets(self, hr_u8: torch.Tensor, lr_u8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(HR targets, HR logits, LR targets) of a batch of pairs, float32."""
+    def pair_targets(self, hr_u8: torch.Tensor, lr_u8: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(HR targets, HR compared outputs, HR logits, LR targets) of a batch of pairs, float32."""
         with autocast(self.device, self.amp):
             hr_t = target_features(self.model, prepare(hr_u8, self.mean, self.std), self.target)
-            hr_logits = self.logits(hr_t)
+            hr_out, hr_logits = self.outputs(hr_t)
             lr_t = target_features(self.model, prepare(lr_u8, self.mean, self.std), self.target)
-        return hr_t.float(), hr_logits.float(), lr_t.float()
+        return hr_t.float(), hr_out.float(), hr_logits.float(), lr_t.float()
 
 
 def load_frozen(path: str | os.PathLike, cfg: FsrTrainParams, device: torch.device) -> tuple[FrozenFER, dict]:
     fer, meta = checkpoint.load_model(path, device)
     fer.eval().requires_grad_(False)
     target = check_target(fer, cfg.target)
+    if cfg.classifier_target == "hidden" and not (target == "covariance" and hasattr(fer, "hidden_from_covariance")):
+        raise InputError(f"fsr_train.classifier_target 'hidden' (covpool's fc 128) needs a covpool FER model and "
+                         f"target covariance; {path} gives target {target!r} (use logits or embedding)")
     frozen = FrozenFER(fer, target, (meta["mean"], meta["std"]), len(meta["classes"]), device, cfg.amp,
-                       cfg.eval_batch_size)
+                       cfg.eval_batch_size, cfg.classifier_target)
     return frozen, meta
 
 
@@ -171,27 +272,40 @@ def load_pairs(data: str | os.PathLike, split: str, scales: list[str]) -> tuple[
 
 
 class PairSampler:
-    """Per epoch: shuffled train rows, a random training scale per row, optional flip of both.
+    """Per epoch, shuffled: every train row at a random training scale (`all_scales` false) or
+    every (row, scale) pair (true, FSR-FER); optional flip of both faces of a pair.
 
-    Yields (hr, lr, labels) uint8 NHWC / long batches on `device`; gathering is one index per
-    scale present in the batch, never a loop over images."""
+    Yields (hr, lr, labels) uint8 NHWC / long batches on `device`, dropping the last partial
+    batch; gathering is one index per scale present in the batch, never a loop over images."""
 
     def __init__(self, hr: np.ndarray, lr: list[np.ndarray], labels: np.ndarray, batch_size: int, flip: bool,
-                 device: torch.device, seed: int):
+                 device: torch.device, seed: int, all_scales: bool):
         self.hr = torch.from_numpy(np.ascontiguousarray(hr))
         self.lr = [torch.from_numpy(np.ascontiguousarray(a)) for a in lr]
         self.labels = torch.as_tensor(labels, dtype=torch.long)
-        self.batch_size, self.flip, self.device = min(batch_size, len(self.hr)), flip, device
+        self.all_scales = all_scales
+        self.pairs = len(self.hr) * (len(self.lr) if all_scales else 1)
+        self.batch_size, self.flip, self.device = min(batch_size, self.pairs), flip, device
         self.generator = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
-        return len(self.hr) // self.batch_size
+        return self.pairs // self.batch_size
+
+    def _draw(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(rows, scale indices, flips) of one epoch's pairs, in order."""
+        n = len(self.hr)
+        if self.all_scales:
+            pair = torch.randperm(self.pairs, generator=self.generator)
+            order, scale = pair % n, pair // n
+        else:
+            order = torch.randperm(n, generator=self.generator)
+            scale = torch.randint(len(self.lr), (n,), generator=self.generator)
+        flip = torch.rand(self.pairs, generator=self.generator) < 0.5 if self.flip else \
+            torch.zeros(self.pairs, dtype=torch.bool)
+        return order, scale, flip
 
     def __iter__(self):
-        n = len(self.hr)
-        order = torch.randperm(n, generator=self.generator)
-        scale = torch.randint(len(self.lr), (n,), generator=self.generator)
-        flip = torch.rand(n, generator=self.generator) < 0.5 if self.flip else torch.zeros(n, dtype=torch.bool)
+        order, scale, flip = self._draw()
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             rows = order[start:start + self.batch_size]
             k, f = scale[start:start + self.batch_size], flip[start:start + self.batch_size]
@@ -258,13 +372,19 @@ class EpochLog:
 # ---------------------------------------------------------------- the two phases
 
 
+def pretrain_loss(sr: torch.Tensor, hr_t: torch.Tensor, reduction: str) -> torch.Tensor:
+    """MSE, or FSR-FER's mean over samples of the summed squared distance (train_module_full.py)."""
+    return F.mse_loss(sr, hr_t) if reduction == "mean" else squared_distance(sr, hr_t, "sum").mean()
+
+
 def pretrain_epoch(generator: FSRGenerator, optimizer: torch.optim.Optimizer, sampler: PairSampler,
-                   fer: FrozenFER) -> dict:
-    """Phase 1: one epoch of MSE(G(lr), hr)."""
+                   fer: FrozenFER, cfg: FsrTrainParams, first_step: int) -> dict:
+    """Phase 1: one epoch of |G(lr) - hr|^2; the rate follows `pretrain_rate` from `first_step`."""
     total, seen = 0.0, 0
-    for hr_u8, lr_u8, _ in sampler:
-        hr_t, _, lr_t = fer.pair_targets(hr_u8, lr_u8)
-        loss = F.mse_loss(generator(lr_t), hr_t)
+    for i, (hr_u8, lr_u8, _) in enumerate(sampler):
+        hr_t, _, _, lr_t = fer.pair_targets(hr_u8, lr_u8)
+        loss = pretrain_loss(generator(lr_t), hr_t, cfg.pretrain_reduction)
+        set_rate(optimizer, pretrain_rate(cfg, first_step + i))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -283,7 +403,7 @@ def critic_step(critic: FSRCritic, optimizer: torch.optim.Optimizer, generator: 
             fake = generator(lr_t)
             if cfg.reweight_from == "sr":
                 weights = weigh(fer.logits(fake), labels, cfg)
-        penalty = wgan_div_penalty(critic, hr_t, fake, cfg.div_k, cfg.div_p, mix_gen)
+        penalty = wgan_div_penalty(critic, hr_t, fake, cfg.div_k, cfg.div_p, mix_gen, cfg.div_norm)
         d_loss = (weights * critic(fake)).mean() - (weights * critic(hr_t)).mean() + penalty
         optimizer.zero_grad(set_to_none=True)
         d_loss.backward()
@@ -293,16 +413,17 @@ def critic_step(critic: FSRCritic, optimizer: torch.optim.Optimizer, generator: 
 
 
 def generator_step(generator: FSRGenerator, critic: FSRCritic, optimizer: torch.optim.Optimizer, fer: FrozenFER,
-                   hr_t: torch.Tensor, hr_logits: torch.Tensor, lr_t: torch.Tensor, labels: torch.Tensor,
+                   hr_t: torch.Tensor, hr_out: torch.Tensor, lr_t: torch.Tensor, labels: torch.Tensor,
                    weights: torch.Tensor, cfg: FsrTrainParams) -> dict[str, torch.Tensor]:
-    """One generator update (adversarial + feature + classifier-output losses): its loss terms."""
+    """One generator update (adversarial + feature + classifier losses): its loss terms. `hr_out` is
+    what the classifier term compares (`FrozenFER.outputs`) of the HR faces."""
     sr = generator(lr_t)
-    sr_logits = fer.logits(sr)
+    sr_out, sr_logits = fer.outputs(sr)
     if cfg.reweight_from == "sr":
-        weights = weigh(sr_logits.detach(), labels, cfg)
+        weights = weigh(sr_logits if cfg.reweight_grad else sr_logits.detach(), labels, cfg)
     adversarial = -(weights * critic(sr)).mean() if cfg.adversarial_weight else torch.zeros((), device=fer.device)
     feature = (weights * squared_distance(sr, hr_t, cfg.reduction)).mean()
-    classifier = (weights * squared_distance(sr_logits, hr_logits, cfg.reduction)).mean()
+    classifier = (weights * squared_distance(sr_out, hr_out, cfg.reduction)).mean()
     g_loss = (cfg.adversarial_weight * adversarial + cfg.feature_weight * feature
               + cfg.classifier_weight * classifier)
     optimizer.zero_grad(set_to_none=True)
@@ -313,16 +434,20 @@ def generator_step(generator: FSRGenerator, critic: FSRCritic, optimizer: torch.
 
 
 def gan_epoch(generator: FSRGenerator, critic: FSRCritic, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
-              sampler: PairSampler, fer: FrozenFER, cfg: FsrTrainParams, mix_gen: torch.Generator) -> dict:
-    """Phase 2: one epoch of alternating critic and generator updates; per-sample mean losses."""
+              sampler: PairSampler, fer: FrozenFER, cfg: FsrTrainParams, mix_gen: torch.Generator,
+              first_step: int) -> dict:
+    """Phase 2: one epoch of alternating critic and generator updates, rates following `gan_rate`
+    from `first_step`; per-sample mean losses."""
     sums = dict.fromkeys(("g_loss", "d_loss", "adversarial_loss", "feature_loss", "classifier_loss",
                           "gradient_penalty", "weight"), 0.0)
     seen = 0
-    for hr_u8, lr_u8, labels in sampler:
-        hr_t, hr_logits, lr_t = fer.pair_targets(hr_u8, lr_u8)
+    for i, (hr_u8, lr_u8, labels) in enumerate(sampler):
+        set_rate(opt_g, gan_rate(cfg.lr, first_step + i, cfg.lr_halve_after))
+        set_rate(opt_d, gan_rate(cfg.critic_lr or cfg.lr, first_step + i, cfg.lr_halve_after))
+        hr_t, hr_out, hr_logits, lr_t = fer.pair_targets(hr_u8, lr_u8)
         weights = weigh(hr_logits, labels, cfg)
         d_loss, penalty = critic_step(critic, opt_d, generator, fer, hr_t, lr_t, labels, weights, cfg, mix_gen)
-        terms = generator_step(generator, critic, opt_g, fer, hr_t, hr_logits, lr_t, labels, weights, cfg)
+        terms = generator_step(generator, critic, opt_g, fer, hr_t, hr_out, lr_t, labels, weights, cfg)
         n = len(labels)
         for key, value in {**terms, "d_loss": d_loss, "gradient_penalty": penalty}.items():
             sums[key] += float(value.detach()) * n
@@ -337,13 +462,14 @@ def train(generator: FSRGenerator, critic: FSRCritic, sampler: PairSampler, fer:
     epochs = EpochLog(loop.open_live(live_dir))
     generator.train()
     optimizer = torch.optim.Adam(generator.parameters(), lr=cfg.pretrain_lr, betas=cfg.pretrain_betas)
-    for _ in range(cfg.pretrain_epochs):
-        epochs.add({**pretrain_epoch(generator, optimizer, sampler, fer), **validate(fer, generator, val)})
+    for epoch in range(cfg.pretrain_epochs):
+        epochs.add({**pretrain_epoch(generator, optimizer, sampler, fer, cfg, epoch * len(sampler)),
+                    **validate(fer, generator, val)})
 
     opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr, betas=cfg.betas)
     opt_d = torch.optim.Adam(critic.parameters(), lr=cfg.critic_lr or cfg.lr, betas=cfg.betas)
-    for _ in range(cfg.epochs):
-        epochs.add({**gan_epoch(generator, critic, opt_g, opt_d, sampler, fer, cfg, mix_gen),
+    for epoch in range(cfg.epochs):
+        epochs.add({**gan_epoch(generator, critic, opt_g, opt_d, sampler, fer, cfg, mix_gen, epoch * len(sampler)),
                     **validate(fer, generator, val)})
     critic.requires_grad_(True)
     if epochs.live is not None:
@@ -397,11 +523,12 @@ def fit_fsr(cfg: FsrTrainParams, data: str | os.PathLike, fer_model_path: str | 
     generator.to(device)
     critic.to(device)
     # the FER model's path is hashed as it was when it was a params key, so run hashes stay put
-    run_hash = checkpoint.params_hash("fsr_train", {**cfg.model_dump(), "fer_model": str(fer_model_path)}, stats,
+    run_hash = checkpoint.params_hash("fsr_train", {**hashed_params(cfg), "fer_model": str(fer_model_path)}, stats,
                                       fer_meta["params_hash"], train_scales, fer.target)
     log.info("fsr-train: target %s %s, generator %d / critic %d parameters, scales %s", fer.target, shape,
              parameter_count(generator), parameter_count(critic), train_scales)
-    sampler = PairSampler(train_hr, train_lr, train_y, cfg.batch_size, cfg.flip, device, cfg.seed + 1)
+    sampler = PairSampler(train_hr, train_lr, train_y, cfg.batch_size, cfg.flip, device, cfg.seed + 1,
+                          cfg.pairing == "all_scales")
     mix_gen = torch.Generator(device=device).manual_seed(cfg.seed + 2)
     history = train(generator, critic, sampler, fer, val, cfg, mix_gen, live_dir)
 

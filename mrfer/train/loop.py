@@ -10,6 +10,7 @@ ends with the same weights as an uninterrupted run on CPU).
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import math
 import os
@@ -98,6 +99,11 @@ def make_optimizer(model: torch.nn.Module, cfg: LoopParams, lr: float, head_lr: 
     return torch.optim.SGD(groups, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
 
 
+def constrain_after_step(model: torch.nn.Module, optimizer, args, kwargs) -> None:
+    """An optimiser step hook: the model restores its weight constraints (`FERNet.constrain_`)."""
+    model.constrain_()
+
+
 def make_scheduler(optimizer, cfg: LoopParams, epochs: int):
     if cfg.scheduler == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs))
@@ -148,6 +154,7 @@ def fit(model: torch.nn.Module, loader: ArrayLoader, val_images: np.ndarray, val
                          f"({len(loader.images)} training rows, batch size {loader.batch_size})")
     warn_few_steps(desc, len(loader), epochs, loader.batch_size)
     optimizer = make_optimizer(model, cfg, lr, head_lr)
+    optimizer.register_step_post_hook(functools.partial(constrain_after_step, model))
     scheduler = make_scheduler(optimizer, cfg, epochs)
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
