@@ -12,7 +12,7 @@ from mrfer.eval import classify
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params", default="params.yaml", help="sections classify, downsample.scales")
+    parser.add_argument("--params", default="params.yaml", help="sections classify, downsample.scales, downsample.kernel")
     parser.add_argument("--data", required=True, help="assembled data (data/assembled)")
     parser.add_argument("--models", required=True, help="folder holding <model>.pt (and fsr.pt for +fsr)")
     parser.add_argument("--report", required=True, help="metrics JSON to write")
@@ -21,8 +21,9 @@ def main() -> None:
     parser.add_argument("--predictions", required=True, help="test predictions and embeddings (.npz) to write")
     args = parser.parse_args()
     cfg = config.load_section(args.params, "classify", classify.ClassifyParams)
-    scales = config.load_section(args.params, "downsample", downsample.DownsampleParams).scales
-    classify.classify(cfg, args.data, args.models, scales, args.report, args.table, args.curves, args.predictions)
+    ds = config.load_section(args.params, "downsample", downsample.DownsampleParams)
+    classify.classify(cfg, args.data, args.models, ds.scales, ds.kernel, args.report, args.table, args.curves,
+                      args.predictions)
 
 
 if __name__ == "__main__":

@@ -344,7 +344,7 @@ def test_classify_applies_fsr_to_low_resolution_faces_only(trained, base_model, 
     shutil.copy(trained["out"] / "fsr.pt", models / "fsr.pt")
     cfg = classify.ClassifyParams.model_validate({**raw_section("classify"), "models": ["base", "base+fsr"],
                                                   "classifiers": ["head", "svc"], "seed": 0})
-    classify.classify(cfg, data, models, SCALES, tmp_path / "c.json", tmp_path / "c.md", tmp_path / "curves",
+    classify.classify(cfg, data, models, SCALES, "bicubic_aa", tmp_path / "c.json", tmp_path / "c.md", tmp_path / "curves",
                       tmp_path / "p.npz")
     saved = np.load(tmp_path / "p.npz")
     # at full resolution +fsr is the FER model itself, and the SVC is fitted on the same plain HR
@@ -627,7 +627,7 @@ def test_published_classifier_protocol_fits_on_super_resolved_train_faces(traine
     monkeypatch.setattr(classify.classifiers, "make", lambda name, seed: FitSpy(real_make(name, seed), calls))
     cfg = classify.ClassifyParams.model_validate({**raw_section("classify"), "models": ["base+fsr"],
                                                   "classifiers": ["svc_fsrfer"], "fsrfer_fit": fit, "seed": 0})
-    classify.classify(cfg, data, models, SCALES, tmp_path / "c.json", tmp_path / "c.md", tmp_path / "curves",
+    classify.classify(cfg, data, models, SCALES, "bicubic_aa", tmp_path / "c.json", tmp_path / "c.md", tmp_path / "curves",
                       tmp_path / "p.npz")
     fer, meta = checkpoint.load_model(base_model)
     model = load_fsr(models / "fsr.pt", fer_meta=meta)
@@ -660,7 +660,7 @@ def test_published_classifier_protocol_on_a_plain_model_fits_on_hr(base_model, d
     monkeypatch.setattr(classify.classifiers, "make", lambda name, seed: FitSpy(real_make(name, seed), calls))
     cfg = classify.ClassifyParams.model_validate({**raw_section("classify"), "models": ["base"],
                                                   "classifiers": ["svc_fsrfer"], "fsrfer_fit": "scales", "seed": 0})
-    results = classify.classify(cfg, data, models, SCALES, tmp_path / "c.json", tmp_path / "c.md",
+    results = classify.classify(cfg, data, models, SCALES, "bicubic_aa", tmp_path / "c.json", tmp_path / "c.md",
                                 tmp_path / "curves", tmp_path / "p.npz")
     fer, meta = checkpoint.load_model(base_model)
     hr, _ = shards.load_xy(data, "train")

@@ -37,7 +37,7 @@ def test_classify_reports_every_model_scale_classifier(trained, tmp_path):
     root, data, models = trained
     cfg = section("classify", classify.ClassifyParams, models=["base", "multires"],
                   classifiers=["head", "svc", "logreg"], seed=0)
-    results = classify.classify(cfg, data, models, SCALES, tmp_path / "c.json", tmp_path / "c.md",
+    results = classify.classify(cfg, data, models, SCALES, "bicubic_aa", tmp_path / "c.json", tmp_path / "c.md",
                                 tmp_path / "curves", tmp_path / "pred.npz")
     assert set(results) == {"base", "multires"}
     assert set(results["base"]) == {"hr", "x2", "x4"}
@@ -77,7 +77,7 @@ def test_classify_default_reads_every_key_and_adds_the_published_protocol_rows(t
     _, data, models = trained
     cfg = section("classify", classify.ClassifyParams, models=["base", "multires"], seed=0)
     assert "svc_fsrfer" in cfg.classifiers  # the default table holds FSR-FER's protocol rows
-    results = classify.classify(cfg, data, models, SCALES, tmp_path / "c.json", tmp_path / "c.md",
+    results = classify.classify(cfg, data, models, SCALES, "bicubic_aa", tmp_path / "c.json", tmp_path / "c.md",
                                 tmp_path / "curves", tmp_path / "pred.npz")
     assert config.reads(cfg, "classify") == config.leaves(cfg, "classify")
     assert "| multires | svc_fsrfer |" in (tmp_path / "c.md").read_text()
@@ -115,7 +115,7 @@ def test_kfold_fold_and_aggregate(trained, tmp_path):
 def test_render_reports_writes_every_png(trained, tmp_path):
     _, data, models = trained
     cfg = section("classify", classify.ClassifyParams, models=["base", "multires"], classifiers=["head"], seed=0)
-    classify.classify(cfg, data, models, SCALES, tmp_path / "c.json", tmp_path / "c.md", tmp_path / "curves",
+    classify.classify(cfg, data, models, SCALES, "bicubic_aa", tmp_path / "c.json", tmp_path / "c.md", tmp_path / "curves",
                       tmp_path / "pred.npz")
     live = tmp_path / "live"
     live.mkdir()

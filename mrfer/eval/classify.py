@@ -61,7 +61,7 @@ class ClassifyParams(Section):
     device: Device
 
 
-def resolution_px(size: int, scale: str, kernel: str = "bicubic_aa") -> int:
+def resolution_px(size: int, scale: str, kernel: str) -> int:
     """Short side in pixels of the face the model actually saw information from, by the
     downsample kernel's size rule (`matlab` rounds up: 100 px at x3 is 34 px, not 33)."""
     return size if scale == "hr" else min(low_size(size, size, scale, kernel))
@@ -125,7 +125,7 @@ def fsrfer_test_features(embed: Embedder, images: np.ndarray, scale: str, featur
 
 
 def classify(cfg: ClassifyParams, data: str | os.PathLike, models_dir: str | os.PathLike, scales: list[str],
-             report: str | os.PathLike, table: str | os.PathLike, curves_dir: str | os.PathLike,
+             kernel: str, report: str | os.PathLike, table: str | os.PathLike, curves_dir: str | os.PathLike,
              predictions: str | os.PathLike) -> dict:
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
@@ -169,17 +169,17 @@ def classify(cfg: ClassifyParams, data: str | os.PathLike, models_dir: str | os.
                  {s: results[name][s][cfg.classifiers[0]]["accuracy"] for s in all_scales})
 
     write_json(report, results)
-    write_text(table, markdown_table(results, cfg.classifiers, all_scales, size))
-    write_curves(curves_dir, results, cfg.classifiers, all_scales, size)
+    write_text(table, markdown_table(results, cfg.classifiers, all_scales, size, kernel))
+    write_curves(curves_dir, results, cfg.classifiers, all_scales, size, kernel)
     with atomic_path(predictions) as tmp:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, **saved)
     return results
 
 
-def markdown_table(results: dict, clfs: list[str], scales: list[str], size: int) -> str:
+def markdown_table(results: dict, clfs: list[str], scales: list[str], size: int, kernel: str) -> str:
     """Rows: model (classifier); columns: scales. Cells: overall / average accuracy in %."""
-    header = "| model | classifier | " + " | ".join(f"{s} ({resolution_px(size, s)} px)" for s in scales) + " |"
+    header = "| model | classifier | " + " | ".join(f"{s} ({resolution_px(size, s, kernel)} px)" for s in scales) + " |"
     lines = ["# Test accuracy per model and resolution", "",
              "Overall accuracy / average (mean per-class) accuracy, in %. Written by the `classify` stage.", "",
              header, "|" + "---|" * (len(scales) + 2)]
@@ -191,7 +191,8 @@ def markdown_table(results: dict, clfs: list[str], scales: list[str], size: int)
     return "\n".join(lines) + "\n"
 
 
-def write_curves(directory: str | os.PathLike, results: dict, clfs: list[str], scales: list[str], size: int) -> None:
+def write_curves(directory: str | os.PathLike, results: dict, clfs: list[str], scales: list[str], size: int,
+                 kernel: str) -> None:
     """One CSV per model (accuracy vs face short side), the plot data `dvc plots` draws."""
     with atomic_path(directory) as tmp:
         tmp.mkdir()
@@ -199,6 +200,6 @@ def write_curves(directory: str | os.PathLike, results: dict, clfs: list[str], s
             with open(tmp / f"{model.replace('+', '_')}.csv", "w", newline="") as f:
                 writer = csv.writer(f)
                 writer.writerow(["scale", "resolution_px", *(f"accuracy_{c}" for c in clfs)])
-                for scale in sorted(scales, key=lambda s: resolution_px(size, s)):
-                    writer.writerow([scale, resolution_px(size, scale),
+                for scale in sorted(scales, key=lambda s: resolution_px(size, s, kernel)):
+                    writer.writerow([scale, resolution_px(size, scale, kernel),
                                      *(per_scale[scale][c]["accuracy"] for c in clfs)])
