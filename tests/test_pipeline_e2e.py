@@ -19,13 +19,19 @@ def repo(tmp_path_factory):
     return make_repo(tmp_path_factory.mktemp("repo"))
 
 
+@pytest.fixture(scope="module")
+def trace(tmp_path_factory):
+    """Where every stage run by this module's `dvc repro`s records the params it loaded and read."""
+    return tmp_path_factory.mktemp("trace") / "params_trace.jsonl"
+
+
 def manifest(path):
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
 
 
-def test_data_stages_then_noop(repo):
-    run(["dvc", "repro", "assemble"], repo)
+def test_data_stages_then_noop(repo, trace):
+    run(["dvc", "repro", "assemble"], repo, env={"MRFER_PARAMS_TRACE": str(trace)})
     stats = json.loads((repo / "data/assembled/stats.json").read_text())
     assert stats["size"] == [32, 32] and stats["channels"] == 1
     subjects = {}
@@ -75,8 +81,7 @@ def check_params_trace(trace_file: Path) -> dict[str, dict]:
     return checked
 
 
-def test_whole_graph_then_noop(repo, tmp_path):
-    trace = tmp_path / "params_trace.jsonl"
+def test_whole_graph_then_noop(repo, trace):
     run(["dvc", "repro"], repo, env={"MRFER_PARAMS_TRACE": str(trace)})
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     checked = check_params_trace(trace)
@@ -141,3 +146,19 @@ def test_real_dataset_layouts_assemble(tmp_path, name):
         sources[split] = {r["source_split"] for r in rows}
     assert sources["test"] == {"test"}  # the dataset's own test split is kept
     assert "test" not in sources["train"] | sources["val"]
+
+
+def test_params_trace_check_catches_unread_and_undeclared_keys(tmp_path):
+    """The check above can fail: a declared key left unread, or a key read that dvc.yaml does not list."""
+    trace = tmp_path / "t.jsonl"
+    loaded = ["downsample.chunk", "downsample.kernel", "downsample.scales"]
+    trace.write_text(json.dumps({"argv": ["stages/downsample.py"], "loaded": loaded, "read": loaded}) + "\n")
+    assert set(check_params_trace(trace)) == {"downsample"}
+    trace.write_text(json.dumps({"argv": ["stages/downsample.py"], "loaded": loaded,
+                                 "read": ["downsample.scales"]}) + "\n")
+    with pytest.raises(AssertionError, match="never reads.*downsample.chunk"):
+        check_params_trace(trace)
+    trace.write_text(json.dumps({"argv": ["stages/downsample.py"], "loaded": loaded + ["seed"],
+                                 "read": loaded + ["seed"]}) + "\n")
+    with pytest.raises(AssertionError, match="reads params dvc.yaml does not list"):
+        check_params_trace(trace)
