@@ -44,8 +44,8 @@ def summarize(y_true, y_pred, n_classes: int) -> dict:
 def warn_if_collapsed(summary: dict, what: str, classes: list[str]) -> None:
     """Log a warning naming the class when `summary` says the predictions collapsed."""
     if summary["collapsed"]:
-        log.warning("%s predicts '%s' for %.0f %% of %d faces (accuracy %.3f is just that class's share): "
-                    "the model is not usable here", what, classes[summary["collapsed_to"]],
+        log.warning("%s predicts '%s' for %.0f %% of %d faces: the model is not usable here (its accuracy, "
+                    "%.3f, mostly measures how common that class is)", what, classes[summary["collapsed_to"]],
                     100 * summary["collapsed_share"], summary["n"], summary["accuracy"])
 
 
