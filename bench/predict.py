@@ -1,10 +1,12 @@
-"""Benchmark `mrfer predict`: batched vs one-by-one classification, and Haar detection time.
+"""Benchmark `mrfer predict`: batched vs one-by-one classification, torch (.pt) vs onnxruntime
+(.onnx from `mrfer export`), and the time of each face detector.
 
 Writes N face images (random crops of the photo matplotlib ships, jittered in position, scale
 and brightness) to a temp folder, then times, in `--given-box` mode so detection is separate:
-  - classification only (images already in memory): batches of --batch-size vs one face per call;
+  - classification only (images already in memory): batches of --batch-size vs one face per call,
+    with the .pt model (torch) and its ONNX export (onnxruntime, CPU);
   - the whole command (read, classify, annotate, write JSON/CSV) with --batch-size B vs 1;
-  - Haar detection per full-size image.
+  - detection per full-size image, for each detector (dlib_cnn on fewer images: ~1 s each).
 Prints the figures; no assertions.
 
     python bench/predict.py [--model models/base.pt] [--n 1000] [--device auto]
@@ -25,8 +27,9 @@ import numpy as np
 import torch
 from matplotlib import cbook
 
-from mrfer import predict
-from mrfer.data.faces import detect_faces, load_image
+from mrfer import export, predict
+from mrfer.data import detect
+from mrfer.data.faces import load_image
 from mrfer.infer import pick_device
 from mrfer.nets import build
 from mrfer.nets import checkpoint
@@ -96,22 +99,27 @@ def main() -> None:
         clf = predict.load_classifier(model_path, "main", device)
         print(f"model {model_path.name}: {clf.meta['arch']} {clf.meta['size']} px, device {device}, "
               f"torch threads {torch.get_num_threads()}, opencv threads {cv2.getNumThreads()}, {args.n} faces")
+        onnx_path = tmp / "model.onnx"
+        export.export_onnx(model_path, onnx_path, opset=17)
+        onnx_clf = predict.load_classifier(onnx_path, "main", torch.device("cpu"))
 
         # Classification only: the same Predictor.predict the command uses, images in memory.
         items = [predict.Item(str(p), None, load_image(p)) for p in sorted(faces_dir.iterdir())]
-        for batch_size, subset in ((args.batch_size, items), (1, items[:args.n_single])):
-            predictor = predict.Predictor(clf, detect=False, device=device, batch_size=batch_size)
-            predictor.predict(subset[:batch_size])  # warm-up
-            sync(device)
+        runtimes = (("torch", clf, device), ("onnxruntime cpu", onnx_clf, torch.device("cpu")))
+        for runtime, model_clf, model_device in runtimes:
+            for batch_size, subset in ((args.batch_size, items), (1, items[:args.n_single])):
+                predictor = predict.Predictor(model_clf, detect=False, device=model_device, batch_size=batch_size)
+                predictor.predict(subset[:batch_size])  # warm-up
+                sync(model_device)
 
-            def classify_all():
-                for start in range(0, len(subset), batch_size):
-                    predictor.predict(subset[start:start + batch_size])
-                sync(device)
+                def classify_all():
+                    for start in range(0, len(subset), batch_size):
+                        predictor.predict(subset[start:start + batch_size])
+                    sync(model_device)
 
-            seconds = timed(classify_all)
-            print(f"classify (crop + forward),    batch {batch_size:4d}: {len(subset) / seconds:8.1f} faces/s "
-                  f"({len(subset)} faces)")
+                seconds = timed(classify_all)
+                print(f"classify {runtime:<16} (crop + forward), batch {batch_size:4d}: "
+                      f"{len(subset) / seconds:8.1f} faces/s ({len(subset)} faces)")
 
         # The whole command: read files, classify, draw, write annotated images + JSON/CSV.
         single_dir = tmp / "faces_single"
@@ -125,20 +133,23 @@ def main() -> None:
             seconds = timed(lambda: predict.predict_command(parsed))
             print(f"whole command (--given-box),  batch {batch_size:4d}: {n / seconds:8.1f} faces/s ({n} faces)")
 
-        # Detection: Haar on full-size photos (480 px high), per image.
+        # Detection on full-size photos (480 px high), per image, for each detector.
         photo = load_image(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
-        frames = [cv2.resize(photo, (410, 480)) for _ in range(args.detect_images)]
-        found = 0
+        for name in detect.DETECTORS:
+            detect.load(name)
+            n_images = max(1, args.detect_images // 10) if name == "dlib_cnn" else args.detect_images
+            frames = [cv2.resize(photo, (410, 480)) for _ in range(n_images)]
+            found = 0
 
-        def detect_all():
-            nonlocal found
-            found = sum(bool(detect_faces(frame)) for frame in frames)
+            def detect_all():
+                nonlocal found
+                found = sum(bool(faces) for faces in detect.find_faces_batch(frames, name))
 
-        cpu_start = time.process_time()
-        seconds = timed(detect_all)
-        cpu_seconds = time.process_time() - cpu_start
-        print(f"Haar detection on 410x480 images: {1000 * seconds / len(frames):.1f} ms/image wall, "
-              f"{1000 * cpu_seconds / len(frames):.1f} ms/image CPU ({found}/{len(frames)} with a face)")
+            cpu_start = time.process_time()
+            seconds = timed(detect_all)
+            cpu_seconds = time.process_time() - cpu_start
+            print(f"{name} detection on 410x480 images: {1000 * seconds / len(frames):.1f} ms/image wall, "
+                  f"{1000 * cpu_seconds / len(frames):.1f} ms/image CPU ({found}/{len(frames)} with a face)")
 
 
 if __name__ == "__main__":

@@ -2,12 +2,13 @@
 
 Commands:
   predict   detect faces in images, a folder, a video or a camera and classify their expression
+  export    write a model as ONNX (dynamic batch, preprocessing in its metadata), optionally checked
 """
 from __future__ import annotations
 
 import argparse
 
-from mrfer import cli, predict
+from mrfer import cli, export, predict
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,6 +18,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_arguments(commands.add_parser(
         "predict", help="detect faces and classify their expression with a trained model",
         description=predict.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
+    export.add_arguments(commands.add_parser(
+        "export", help="write a model as ONNX and check it against torch with onnxruntime",
+        description=export.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
     return parser
 
 

@@ -10,10 +10,19 @@ matplotlib.use("Agg")  # no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402,F401
 import numpy as np  # noqa: E402
+from pydantic import Field  # noqa: E402
 
+from mrfer.config import Section  # noqa: E402
 from mrfer.data import shards  # noqa: E402
 from mrfer.io import atomic_path  # noqa: E402
 from mrfer.metrics import confusion  # noqa: E402
+
+
+class PlotsParams(Section):
+    """`plots`: settings of the figures the plots stage draws."""
+
+    tsne_max_points: int = Field(gt=1, description="t-SNE of at most this many test faces: a seeded random "
+                                                  "subsample above it, stated on the plot")
 
 
 def save_figure(fig, path: str | os.PathLike) -> None:
@@ -52,13 +61,26 @@ def contact_sheet(images_by_scale: dict[str, np.ndarray], labels: np.ndarray, cl
     save_figure(fig, path)
 
 
+def tsne_subsample(n: int, max_points: int | None, seed: int) -> np.ndarray:
+    """Sorted row indices t-SNE draws: all rows, or a seeded random `max_points` of them (t-SNE's
+    time and memory grow faster than the rows: a 300k-face test set would take hours)."""
+    if max_points is None or n <= max_points:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, max_points, replace=False))
+
+
 def tsne_panels(embeddings: dict[str, np.ndarray], labels: np.ndarray, classes: list[str],
-                path: str | os.PathLike, seed: int = 0) -> None:
-    """t-SNE of test embeddings, one panel per model, points coloured by class (MAFER's figure)."""
+                path: str | os.PathLike, seed: int = 0, max_points: int | None = None) -> str:
+    """t-SNE of test embeddings, one panel per model, points coloured by class (MAFER's figure);
+    above `max_points` faces, the same seeded subsample in every panel, stated in the title."""
     from sklearn.manifold import TSNE
+    n = len(labels)
+    shown = tsne_subsample(n, max_points, seed)
+    labels = np.asarray(labels)[shown]
     fig, axes = plt.subplots(1, len(embeddings), figsize=(4.2 * len(embeddings), 4.4), squeeze=False)
     colors = plt.get_cmap("tab10")
     for ax, (model, features) in zip(axes[0], embeddings.items()):
+        features = np.asarray(features)[shown]
         perplexity = float(min(30, max(2, (len(features) - 1) // 3)))
         points = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(features)
         for k, name in enumerate(classes):
@@ -70,8 +92,12 @@ def tsne_panels(embeddings: dict[str, np.ndarray], labels: np.ndarray, classes: 
         ax.set_xticks([])
         ax.set_yticks([])
     axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=9, title="class")
-    fig.suptitle("t-SNE of test-set embeddings (full resolution)", fontsize=12)
+    title = "t-SNE of test-set embeddings (full resolution)"
+    if len(shown) < n:
+        title += f"\nrandom subsample of {len(shown)} of {n} faces (seed {seed})"
+    fig.suptitle(title, fontsize=12)
     save_figure(fig, path)
+    return title
 
 
 def confusion_grid(matrices: dict[str, dict[str, np.ndarray]], classes: list[str], path: str | os.PathLike,
@@ -173,7 +199,7 @@ def assembled_contact_sheet(assembled: str | os.PathLike, path: str | os.PathLik
 
 def render_reports(predictions: str | os.PathLike, curves_dir: str | os.PathLike, live_runs: dict[str, str],
                    kfold_confusions: list[str], assembled: str | os.PathLike, out_dir: str | os.PathLike,
-                   seed: int) -> list[str]:
+                   seed: int, tsne_max_points: int | None = None) -> list[str]:
     """Every PNG of reports/plots/ plus the confusion CSVs `dvc plots` draws (`<model>_hr.csv` and
     `<model>_lowest.csv`, so dvc.yaml names them whatever the scales). Returns the PNG names."""
     import csv
@@ -190,7 +216,8 @@ def render_reports(predictions: str | os.PathLike, curves_dir: str | os.PathLike
     written = []
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
-        tsne_panels({m: saved[f"{m}/hr/features"] for m in models}, y_true, classes, tmp / "tsne.png", seed)
+        tsne_panels({m: saved[f"{m}/hr/features"] for m in models}, y_true, classes, tmp / "tsne.png", seed,
+                    tsne_max_points)
         matrices = {m: {s: confusion(y_true, saved[f"{m}/{s}/{clf}"], len(classes)) for s in ("hr", lowest)}
                     for m in models}
         confusion_grid(matrices, classes, tmp / "confusion.png",

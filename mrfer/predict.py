@@ -6,10 +6,19 @@ Outputs under `--out`: annotated images (`annotated/<name>`) or an annotated vid
 file, frame, box (x, y, w, h), face short side in px, model used, predicted class and the
 probability of every class.
 
-Faces are found with the Haar cascade and cropped exactly as the extract stage cropped the
-training faces (`mrfer.data.faces`); classification goes through `mrfer.infer.infer`,
-the training preprocessing. `--given-box` / `--no-detect` treats each image as an already
-cropped face (the whole image is the face).
+Faces are found by `--detector` (`mrfer.data.detect`) and cropped exactly as the extract stage
+crops detected faces (`mrfer.data.faces`). Smallest faces found (face width jaw to jaw, in pixels
+of the input image; measured on synthetic faces by bench/detect.py, README "Face detectors by
+face size"): `landmarks68` (default: dlib's HOG detector + 68 landmarks, eyes levelled) finds
+faces down to 32 px (none at 24 px); `dlib_cnn` (dlib's MMOD CNN + 68 landmarks, batched per
+image size; 1-4 s per image on a CPU) all down to 48 px, half at 32 px, none at 24 px; `haar`
+(opencv's cascade, a box only, not levelled) most down to 48 px, a third at 24 px, none at 16 px.
+Smaller faces are listed under `no_face`. `--given-box` / `--no-detect`
+treats each image as an already cropped face (the whole image is the face).
+
+Models: a `.pt` mrfer model runs with torch through `mrfer.infer.infer` (the training
+preprocessing); a `.onnx` file written by `mrfer export` runs with onnxruntime on the CPU, its
+preprocessing read from the file's metadata (same labels as the `.pt`).
 
 Small-face rule: with `--small-model`, a face whose short side, in pixels of the input image,
 is below `--small-face-px` (default 48) is classified by the small-face (multi-resolution)
@@ -46,7 +55,9 @@ import torch
 from tqdm import tqdm
 
 from mrfer import cli
-from mrfer.data.faces import IMAGE_SUFFIXES, VIDEO_SUFFIXES, detect_faces, extract_face, load_image
+from mrfer import export
+from mrfer.data import detect
+from mrfer.data.faces import IMAGE_SUFFIXES, VIDEO_SUFFIXES, extract_face, load_image
 from mrfer.data.records import Record
 from mrfer.errors import ImageError, InputError, MissingInputError
 from mrfer.infer import infer, pick_device
@@ -65,8 +76,9 @@ BOX_COLORS = {"main": (0, 200, 0), "small": (0, 140, 255)}  # BGR: green / orang
 class Classifier:
     role: str                 # "main" | "small"
     path: str
-    model: torch.nn.Module
+    model: torch.nn.Module | None   # a torch model, or None for an ONNX file
     meta: dict
+    session: object = None          # onnxruntime InferenceSession of an ONNX file
 
     @property
     def classes(self) -> list[str]:
@@ -79,11 +91,23 @@ class Classifier:
     def describe(self) -> dict:
         return {"path": self.path, "arch": self.meta.get("arch"), "stage": self.meta.get("stage"),
                 "params_hash": self.meta.get("params_hash"), "size": self.meta.get("size"),
-                "channels": self.meta.get("channels")}
+                "channels": self.meta.get("channels"), "runtime": "onnxruntime" if self.session else "torch"}
+
+    def probs(self, faces: np.ndarray, device: torch.device, batch_size: int) -> np.ndarray:
+        """Class probabilities of uint8 NHWC faces (the training preprocessing either way)."""
+        if self.session is None:
+            return infer(self.model, faces, self.meta["mean"], self.meta["std"], device, batch_size,
+                         what="probs").numpy()
+        logits = export.onnx_logits(self.session, faces, self.meta["mean"], self.meta["std"], batch_size)
+        return torch.from_numpy(logits).softmax(1).numpy()
 
 
 def load_classifier(path: str | os.PathLike, role: str, device: torch.device) -> Classifier:
-    """An mrfer model file, or one clear error naming it (missing, not mrfer, wrong architecture)."""
+    """An mrfer model file (.pt, or .onnx from `mrfer export`), or one clear error naming it
+    (missing, not mrfer, wrong architecture)."""
+    if Path(path).suffix.lower() == ".onnx":
+        session, meta = export.load_onnx(path)
+        return Classifier(role, str(path), None, meta, session)
     try:
         model, meta = checkpoint.load_model(path, device)
         for key in ("classes", "size", "channels", "mean"):
@@ -116,6 +140,7 @@ class Predictor:
     small_face_px: int = 48
     margin: float = 0.1
     detect: bool = True
+    detector: str = "landmarks68"
     device: torch.device = torch.device("cpu")
     batch_size: int = 64
 
@@ -125,16 +150,19 @@ class Predictor:
             return self.small
         return self.main
 
-    def boxes(self, image: np.ndarray) -> list[tuple[int, int, int, int]]:
+    def faces(self, items: list[Item]) -> list[list[detect.Face]]:
+        """The faces of every item, largest first (dlib_cnn detects a batch of frames at once)."""
         if not self.detect:
-            return [(0, 0, image.shape[1], image.shape[0])]
-        return detect_faces(image)
+            return [[detect.Face((0, 0, item.image.shape[1], item.image.shape[0]))] for item in items]
+        return detect.find_faces_batch([item.image for item in items], self.detector)
 
-    def crop(self, item: Item, box: tuple[int, int, int, int], clf: Classifier) -> np.ndarray:
-        """The training crop: the extract stage's own function, at this model's size and colour."""
+    def crop(self, item: Item, found: detect.Face, clf: Classifier) -> np.ndarray:
+        """The training crop: the extract stage's own function, at this model's size and colour:
+        levelled by the detector's landmarks when it has them, else the box."""
         record = Record(image=item.image, label=-1, source=item.file,
-                        box=box if self.detect else None, aligned=not self.detect)
-        face, _ = extract_face(record, clf.meta["size"], self.margin, clf.color)
+                        landmarks=found.landmarks if self.detect else None,
+                        box=found.box if self.detect else None, aligned=not self.detect)
+        face, _ = extract_face(record, clf.meta["size"], self.margin, clf.color, "skip", self.detector)
         return face
 
     def predict(self, items: list[Item]) -> list[list[dict]]:
@@ -142,20 +170,19 @@ class Predictor:
         jobs: dict[str, list[tuple[int, tuple, int, np.ndarray]]] = {"main": [], "small": []}
         classifiers = {"main": self.main, "small": self.small}
         face_counts = []
-        for index, item in enumerate(items):
-            boxes = self.boxes(item.image)
-            face_counts.append(len(boxes))
-            for box in boxes:
+        for index, (item, found) in enumerate(zip(items, self.faces(items))):
+            face_counts.append(len(found))
+            for face in found:
+                box = face.box
                 face_px = int(min(box[2], box[3]))
                 clf = self.choose(face_px)
-                jobs[clf.role].append((index, box, face_px, self.crop(item, box, clf)))
+                jobs[clf.role].append((index, box, face_px, self.crop(item, face, clf)))
         rows: list[list[dict]] = [[] for _ in items]
         for role, faces in jobs.items():
             if not faces:
                 continue
             clf = classifiers[role]
-            probs = infer(clf.model, np.stack([f[3] for f in faces]), clf.meta["mean"], clf.meta["std"],
-                          self.device, self.batch_size, what="probs").numpy()
+            probs = clf.probs(np.stack([f[3] for f in faces]), self.device, self.batch_size)
             for (index, box, face_px, _), p in zip(faces, probs):
                 rows[index].append(face_row(items[index], box, face_px, clf, p))
         for item_rows in rows:  # keep the detector's order (largest face first) across both models
@@ -373,11 +400,16 @@ def write_csv(path: Path, faces: list[dict], classes: list[str]) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("input", nargs="?", help="an image, a folder of images, or a video file")
     parser.add_argument("--camera", type=int, metavar="INDEX", help="read from camera INDEX instead of a file")
-    parser.add_argument("--model", required=True, help="main model file, e.g. models/base.pt")
-    parser.add_argument("--small-model", help="small-face (multi-resolution) model, e.g. models/multires.pt")
+    parser.add_argument("--model", required=True, help="main model file, e.g. models/base.pt, or an ONNX file "
+                        "from `mrfer export` (models/onnx/base.onnx: onnxruntime, CPU)")
+    parser.add_argument("--small-model", help="small-face (multi-resolution) model, e.g. models/multires.pt (or .onnx)")
     parser.add_argument("--small-face-px", type=int, default=48,
                         help="faces whose short side is below this many pixels use --small-model (default 48)")
     parser.add_argument("--out", default="predictions", help="output folder (default: predictions)")
+    parser.add_argument("--detector", choices=detect.DETECTORS, default="landmarks68",
+                        help="landmarks68 (default: dlib HOG + 68 landmarks, eyes levelled; faces >= 32 px) | "
+                             "dlib_cnn (dlib MMOD CNN + 68 landmarks; faces >= 48 px, half at 32; 1-4 s per image "
+                             "on a CPU) | haar (opencv cascade, box only; most faces >= 48 px, a third at 24)")
     parser.add_argument("--given-box", "--no-detect", dest="detect", action="store_false",
                         help="each image is already a cropped face: skip detection, use the whole image")
     parser.add_argument("--margin", type=float, default=0.1,
@@ -417,7 +449,10 @@ def predict_command(args: argparse.Namespace) -> dict:
     small = load_classifier(args.small_model, "small", device) if args.small_model else None
     if small is not None and small.classes != main.classes:
         raise InputError(f"{args.small_model}: classes {small.classes} differ from {args.model}: {main.classes}")
-    predictor = Predictor(main, small, args.small_face_px, args.margin, args.detect, device, args.batch_size)
+    if args.detect:
+        detect.load(args.detector)  # a missing dlib model fails here, before any work
+    predictor = Predictor(main, small, args.small_face_px, args.margin, args.detect, args.detector, device,
+                          args.batch_size)
 
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -443,7 +478,7 @@ def predict_command(args: argparse.Namespace) -> dict:
 
     result = {
         "input": f"camera:{args.camera}" if args.camera is not None else str(source), "mode": mode,
-        "detector": "haar" if args.detect else "given-box", "margin": args.margin,
+        "detector": args.detector if args.detect else "given-box", "margin": args.margin,
         "models": {"main": main.describe(), "small": small.describe() if small else None},
         "small_face_px": args.small_face_px if small else None,
         "small_face_rule": "faces with short side < small_face_px use the small model" if small else None,

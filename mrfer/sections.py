@@ -14,14 +14,20 @@ from mrfer.errors import ParamsError
 SCHEMAS = {
     "synthesize": "mrfer.data.synthetic:SynthesizeParams",
     "extract": "mrfer.data.extract:ExtractParams",
+    "extract_identities": "mrfer.data.identities:ExtractIdentitiesParams",
     "downsample": "mrfer.data.downsample:DownsampleParams",
     "assemble": "mrfer.data.assemble:AssembleParams",
     "pretrain_base": "mrfer.train.base:PretrainBaseParams",
+    "face_pretrain": "mrfer.train.face:FacePretrainParams",
+    "cr_pretrain": "mrfer.train.cr:CrPretrainParams",
     "multires_finetune": "mrfer.train.multires:MultiresFinetuneParams",
+    "distill": "mrfer.train.distill:DistillParams",
     "video_train": "mrfer.train.video:VideoTrainParams",
     "fsr_train": "mrfer.train.fsr:FsrTrainParams",
     "classify": "mrfer.eval.classify:ClassifyParams",
+    "export": "mrfer.export:ExportParams",
     "kfold_test": "mrfer.train.kfold:KfoldTestParams",
+    "plots": "mrfer.plots:PlotsParams",
 }
 
 

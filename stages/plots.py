@@ -21,7 +21,7 @@ def run_arg(text: str) -> tuple[str, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params", default="params.yaml", help="the shared seed")
+    parser.add_argument("--params", default="params.yaml", help="the shared seed and section plots")
     parser.add_argument("--predictions", required=True, help="classify's test predictions (.npz)")
     parser.add_argument("--curves", required=True, help="classify's accuracy-vs-resolution CSV folder")
     parser.add_argument("--kfold", required=True, help="folder of <fold>/confusion.json")
@@ -31,9 +31,11 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="folder to write (PNGs + confusion CSVs)")
     args = parser.parse_args()
     seed = config.load_seed(args.params)
+    cfg = config.load_section(args.params, "plots", plots.PlotsParams)
     confusions = sorted(str(p) for p in Path(args.kfold).glob("*/confusion.json"))
     written = plots.render_reports(args.predictions, args.curves, dict(args.live_run), confusions,
-                                   args.assembled, args.out, seed=seed)
+                                   args.assembled, args.out, seed=seed,
+                                   tsne_max_points=cfg.tsne_max_points)
     logging.getLogger("mrfer").info("wrote %s", ", ".join(written))
 
 

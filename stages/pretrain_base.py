@@ -1,4 +1,7 @@
-"""pretrain-base: train the base FER model at full resolution.
+"""pretrain-base: MAFER's step 2 from the face model: the base FER model at full resolution.
+
+`pretrain_base.init` picks the start: face (--init, models/face.pt), scratch, imported (weights)
+or any mrfer model file (transfer from another dataset).
 
 Writes the model file (weights + metadata), a report (validation metrics and test metrics at
 every scale) and dvclive training curves. A killed run resumes from the --resume checkpoint
@@ -15,6 +18,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml", help="sections pretrain_base, downsample.scales")
     parser.add_argument("--data", required=True, help="assembled data (data/assembled)")
+    parser.add_argument("--init", required=True, help="the face model, the start when init is face (models/face.pt)")
     parser.add_argument("--out", required=True, help="model file to write (models/base.pt)")
     parser.add_argument("--report", required=True, help="metrics JSON to write")
     parser.add_argument("--live", required=True, help="dvclive directory for the training curves")
@@ -23,7 +27,7 @@ def main() -> None:
     cfg = config.load_section(args.params, "pretrain_base", base.PretrainBaseParams)
     scales = config.load_section(args.params, "downsample", downsample.DownsampleParams).scales
     base.fit_base(cfg, data=args.data, out=args.out, report=args.report, scales=scales,
-                  live_dir=args.live, resume=args.resume)
+                  live_dir=args.live, resume=args.resume, init_file=args.init)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
-"""video-train: a clip classifier, per-frame embeddings of a pipeline CNN -> GRU.
+"""video-train: a clip classifier, per-frame CNN features -> GRU (`video_train.recipe`: vgg_gru, the
+published VGG+GRU trained end to end, or mrfer_gru).
 
 Reads the raw dataset at --raw with the reader and crop settings of the `extract` section (every
 frame of each labelled sequence), splits the clips by the subjects of the assembled data's
-manifests (--data), trains a GRU over windows of the --cnn model's frame embeddings (`video_train`
-section) and compares it with that CNN's own head voting over the same test clips. Writes the
-model file (--out), a metrics JSON (--report) and dvclive curves (--live).
+manifests (--data), trains the recipe's GRU over windows of the backbone's frame features
+(`video_train.cnn`: fer = --fer-model, face = --face-model) and compares it with the FER model's own
+head voting over the same test clips. Writes the model file (--out), a metrics JSON (--report) and
+dvclive curves (--live).
 """
 import argparse
 
@@ -18,14 +20,18 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml", help="sections video_train, extract")
     parser.add_argument("--data", required=True, help="assembled data (data/assembled): its manifests give the split")
     parser.add_argument("--raw", required=True, help="the raw dataset's folder (data/raw/synthetic)")
-    parser.add_argument("--cnn", required=True, help="the pipeline CNN that embeds every frame (models/multires.pt)")
+    parser.add_argument("--fer-model", required=True,
+                        help="the FER model (models/multires.pt): backbone with cnn: fer, and the frame-voting baseline")
+    parser.add_argument("--face-model", required=True,
+                        help="the face-recognition model (models/face.pt): backbone with cnn: face (read only then)")
     parser.add_argument("--out", required=True, help="model file to write (models/video.pt)")
     parser.add_argument("--report", required=True, help="metrics JSON to write")
     parser.add_argument("--live", required=True, help="dvclive directory for the training curves")
     args = parser.parse_args()
     cfg = config.load_section(args.params, "video_train", video.VideoTrainParams)
     extract_cfg = config.load_section(args.params, "extract", ExtractParams)
-    video.fit_video(cfg, extract_cfg, raw=args.raw, data=args.data, cnn=args.cnn, out=args.out,
+    video.fit_video(cfg, extract_cfg, raw=args.raw, data=args.data, fer_model=args.fer_model,
+                    face_model=args.face_model, out=args.out,
                     report=args.report, live_dir=args.live)
 
 

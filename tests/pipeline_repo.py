@@ -14,15 +14,19 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 TINY = {
-    "synthesize": {"n_subjects": 12, "image_size": [96, 96], "frames": [4, 6]},
+    "synthesize": {"n_subjects": 12, "image_size": [96, 96], "frames": [4, 6],
+                   "identities": {"subjects": 6, "images_per_subject": 8, "image_size": [64, 64]}},
     "extract": {"size": 32},
     "downsample": {"scales": ["x2", "x4"]},
     "assemble": {"folds": 3},
+    "face_pretrain": {"arch_options": {"width": 0.125}, "epochs": 2, "batch_size": 16},
+    "cr_pretrain": {"epochs": 1, "batch_size": 16, "p_every": 10},
     "pretrain_base": {"arch_options": {"width": 0.125}, "epochs": 2, "batch_size": 32},
-    "multires_finetune": {"step1_epochs": 1, "step2_epochs": 1, "batch_size": 32},
+    "multires_finetune": {"epochs": 1, "batch_size": 32},
+    "distill": {"step1_epochs": 1, "step2_epochs": 1, "batch_size": 32},
     "video_train": {"epochs": 2, "hidden": 16},
     "fsr_train": {"blocks": 1, "channels": 16, "pretrain_epochs": 1, "epochs": 1, "batch_size": 16},
-    "kfold_test": {"train": {"epochs": 1, "batch_size": 32},
+    "kfold_test": {"train": {"epochs": 1, "batch_size": 32, "distill_epochs": [1, 0]},
                    "folds": {"fold0": {"fold": 0}, "fold1": {"fold": 1}, "fold2": {"fold": 2}}},
 }
 

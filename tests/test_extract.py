@@ -155,8 +155,10 @@ def test_box_crop_and_center_fallback(tmp_path):
     path = tmp_path / "blank.png"
     cv2.imwrite(str(path), np.full((50, 80), 77, np.uint8))
     rec = Record(image=path, label=0, source="blank.png")
-    assert faces.extract_face(rec, 16, 0.1, "gray", "skip") == (None, "no face found by the Haar detector")
-    face, how = faces.extract_face(rec, 16, 0.1, "rgb", "center")
+    for detector in ("haar", "landmarks68"):
+        assert faces.extract_face(rec, 16, 0.1, "gray", "skip", detector) == (
+            None, f"no face found by the {detector} detector")
+    face, how = faces.extract_face(rec, 16, 0.1, "rgb", "center", "landmarks68")
     assert how == "center" and face.shape == (16, 16, 3)
 
 

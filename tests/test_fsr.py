@@ -51,7 +51,8 @@ def data(tmp_path_factory):
 def base_model(data, tmp_path_factory):
     out = tmp_path_factory.mktemp("base")
     cfg = base.PretrainBaseParams.model_validate({
-        **raw_section("pretrain_base"), "seed": 3, "arch_options": {"width": 0.125}, "epochs": 3, "batch_size": 16,
+        **raw_section("pretrain_base"), "seed": 3, "init": "scratch", "arch_options": {"width": 0.125}, "epochs": 3,
+        "batch_size": 16,
         "lr": 3e-3, "head_lr": 3e-3})
     base.fit_base(cfg, data, out / "base.pt", out / "base.json", SCALES, live_dir=None, resume=None)
     return out / "base.pt"

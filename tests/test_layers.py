@@ -13,7 +13,7 @@ LAYERS = [
     ("transforms/infer", ["mrfer/transforms.py", "mrfer/infer.py", "mrfer/infer_fsr.py", "mrfer/infer_clips.py"]),
     ("train", ["mrfer/train/"]),
     ("eval", ["mrfer/eval/"]),
-    ("apps", ["mrfer/plots.py", "mrfer/predict.py", "mrfer/cli.py", "mrfer/__main__.py", "mrfer/sections.py",
+    ("apps", ["mrfer/plots.py", "mrfer/predict.py", "mrfer/export.py", "mrfer/cli.py", "mrfer/__main__.py", "mrfer/sections.py",
               "stages/"]),
 ]
 MODULES = sorted(p for p in REPO.glob("mrfer/**/*.py")) + sorted(REPO.glob("stages/*.py"))

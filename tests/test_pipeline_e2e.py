@@ -88,22 +88,34 @@ def test_whole_graph_then_noop(repo, trace):
     expected = {n for n, b in stages.items() if "foreach" not in b} | {f"kfold-test@{k}" for k in TINY["kfold_test"]["folds"]}
     assert set(checked) == expected  # every stage ran and was checked
     classify = json.loads((repo / "reports/classify.json").read_text())
-    assert set(classify) == {"base", "multires", "base+fsr"}
+    assert set(classify) == {"base", "multires", "distill", "base+fsr"}
     assert set(classify["base"]) == {"hr", "x2", "x4"}
     kfold = json.loads((repo / "reports/kfold.json").read_text())
     assert kfold["folds"] == 3 and set(kfold["base"]["x4"]) >= {"accuracy_mean", "accuracy_std"}
+    assert {"base", "multires", "distill"} <= set(kfold)
+    fold = json.loads((repo / "reports/kfold/fold0.json").read_text())
+    assert fold["starts"]["base"].startswith("identities") and fold["starts"]["multires"].startswith("identities")
+    # MAFER's chain: base from the face model, multires from the cross-resolution model
+    assert checkpoint_meta(repo / "models/base.pt")["start"].startswith("models/face.pt")
+    assert checkpoint_meta(repo / "models/multires.pt")["start"].startswith("models/cr.pt")
+    assert checkpoint_meta(repo / "models/face.pt")["task"] == "identity"
     for png in ("tsne.png", "confusion.png", "accuracy_vs_resolution.png", "training_curves.png",
                 "kfold_confusion.png", "contact_sheet.png"):
         assert (repo / "reports/plots" / png).is_file(), png
     video = json.loads((repo / "reports/video_train.json").read_text())
     assert set(video) >= {"gru", "frame_mean", "frame_majority"}
-    for model in ("base", "multires", "fsr", "video"):
+    for model in ("face", "cr", "base", "multires", "distill", "fsr", "video"):
         assert (repo / f"models/{model}.pt").is_file()
     second = run(["dvc", "repro"], repo)
     assert "Running stage" not in second.stdout, second.stdout
     assert "up to date" in run(["dvc", "status"], repo).stdout
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], repo).stdout)
     assert shown  # classify metrics are declared and readable by DVC
+
+
+def checkpoint_meta(path: Path) -> dict:
+    from mrfer.nets import checkpoint
+    return checkpoint.load(path)["meta"]
 
 
 def test_predict_cli_agrees_with_classify_on_known_labels(repo, tmp_path):

@@ -249,3 +249,28 @@ def test_single_image_and_help(models, folder, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["predict", "--help"])
     assert exit_info.value.code == 0 and "--small-face-px" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("detector", ["landmarks68", "dlib_cnn", "haar"])
+def test_each_detector_finds_the_photo_face(models, tmp_path, detector):
+    cv2.imwrite(str(tmp_path / "face.jpg"), photo(240))
+    result = run_predict(tmp_path / "face.jpg", "--model", models["main"], "--detector", detector,
+                         "--out", tmp_path / "out", "--no-show")
+    assert result["detector"] == detector and len(result["faces"]) == 1
+    assert iou(result["faces"][0]["box"], expected_box(240)) > 0.4
+
+
+def test_missing_dlib_models_stop_before_any_work(models, folder, tmp_path, monkeypatch, caplog):
+    from mrfer.data import detect
+    for cache in (detect.shape_predictor, detect.hog_detector, detect.cnn_detector):
+        cache.cache_clear()
+    monkeypatch.setattr(detect, "models_dir", lambda: tmp_path)
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["predict", str(folder / "big.jpg"), "--model", str(models["main"]), "--out",
+                  str(tmp_path / "out"), "--device", "cpu"])
+    finally:
+        detect.shape_predictor.cache_clear()
+    assert exit_info.value.code == 2
+    assert "pip install --force-reinstall face-recognition-models==0.3.0" in caplog.text
+    assert not (tmp_path / "out" / "predictions.json").exists()

@@ -41,7 +41,7 @@ def header(name: str) -> str:
 
 def test_one_preset_per_published_setup():
     assert PRESETS == sorted(["mafer-rafdb", "mafer-fer2013", "mafer-oulu", "fsrfer-rafdb",
-                              "baseline-fer2013", "vgg16-fer2013", "vggface-fer2013"])
+                              "baseline-fer2013", "vgg16-fer2013", "vggface-fer2013", "vggface-fer2013-clean"])
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -58,9 +58,10 @@ def test_preset_gives_params_every_stage_accepts(name, tmp_path):
     channels = 1 if extract.color == "gray" else 3
     if base.mean is not None:
         assert len(base.mean) == channels
-    if base.weights is not None:
-        assert base.weights.path.startswith("models/imported/")
-        assert base.weights.path in header(name)
+    weights = base.weights or cfg["face_pretrain"].weights if base.init == "face" else base.weights
+    if weights is not None:
+        assert weights.path.startswith("models/imported/")
+        assert weights.path in header(name)
     else:
         assert "Weights: none" in header(name)
     assert f"reader `{reader.name}`" in header(name) and f"data/raw/{reader.name}/" in header(name)
@@ -68,10 +69,24 @@ def test_preset_gives_params_every_stage_accepts(name, tmp_path):
     assert folds == list(range(len(folds))) and len(folds) <= cfg["assemble"].folds
 
 
-MAFER = {"arch": "seresnet50", "arch_options": {"caffe_layout": True},
-         "weights": {"kind": "vggface2_senet", "path": "models/imported/senet50_ft_weight.pkl"},
+# MAFER step 2 (mafer-multires-facial-expression-recognition main_*.py) from the face / cr model
+MAFER = {"init": "face", "arch": "seresnet50", "arch_options": {"caffe_layout": True}, "weights": None,
          "optimizer": "adam", "lr": 1e-4, "head_lr": 1e-2, "weight_decay": 1e-4, "class_weighted": True,
-         "normalize": "mean"}
+         "scheduler": "plateau", "plateau": {"monitor": "accuracy", "factor": 0.1, "patience": 10, "threshold": 0.001},
+         "restore_best": True, "select_on": "val", "normalize": "mean"}
+# MAFER step 0 and 1 (cross-resolution-face-recognition main.py, vggface2_custom_dataset.py)
+MAFER_FACE = {"init": "imported", "arch": "seresnet50", "arch_options": {"caffe_layout": True}, "epochs": 0,
+              "weights": {"kind": "vggface2_senet", "path": "models/imported/senet50_ft_weight.pkl"}}
+MAFER_CR = {"optimizer": "sgd", "momentum": 0.9, "nesterov": False, "lr": 1e-3, "weight_decay": 5e-4,
+            "scheduler": "plateau", "plateau": {"monitor": "loss", "factor": 0.5, "patience": 10, "threshold": 0.1},
+            "lambda": 0.1, "p_start": 0.1, "p_step": 0.1, "p_every": 35000, "p_max": 1.0,
+            "resolutions": [8, 16, 32, 64, 128], "kernel": "bilinear", "val_resolution": 8, "batch_size": 32}
+VGGFACE = {"init": "imported", "arch": "vggface", "arch_options": {"width": 1.0},
+           "weights": {"kind": "vggface", "path": "models/imported/vgg_face.pt"},
+           "epochs": 100, "batch_size": 32, "optimizer": "sgd", "momentum": 0.9, "nesterov": True,
+           "lr": 1e-3, "head_lr": 1e-3, "weight_decay": 5e-4, "scheduler": "step",
+           "step": {"step_size": 20, "gamma": 0.1}, "restore_best": True, "normalize": "mean_std",
+           "mean": [round(0.507395516207 * 255, 3)], "std": [round(0.255128989415 * 255, 3)]}
 PUBLISHED = {
     "mafer-rafdb": {"extract": {"dataset": "rafdb", "size": 224, "color": "rgb"},
                     "downsample": {"scales": ["8px", "16px", "32px", "64px"], "kernel": "bilinear"},
@@ -84,15 +99,20 @@ PUBLISHED = {
                    "pretrain_base": {**MAFER, "mean": [131.08]}, "assemble": {"folds": 10}},
     "fsrfer-rafdb": {"extract": {"dataset": "rafdb", "size": 100, "color": "rgb"},
                      "downsample": {"scales": ["x2", "x3", "x4", "x5", "x6", "x7", "x8"], "kernel": "matlab"},
-                     "pretrain_base": {"arch": "covpool"}, "fsr_train": {"target": "covariance", "blocks": 6}},
+                     "pretrain_base": {"init": "scratch", "arch": "covpool"}, "fsr_train": {"target": "covariance", "blocks": 6}},
     "baseline-fer2013": {"extract": {"dataset": "fer2013", "size": 48, "color": "gray"},
-                         "pretrain_base": {"arch": "baseline_cnn", "arch_options": {"width": 1.0}}},
+                         "pretrain_base": {"init": "scratch", "arch": "baseline_cnn", "arch_options": {"width": 1.0}}},
     "vgg16-fer2013": {"extract": {"dataset": "fer2013", "size": 224},
-                      "pretrain_base": {"arch": "vgg16", "weights": {
+                      "pretrain_base": {"init": "imported", "arch": "vgg16", "weights": {
                           "kind": "torchvision", "path": "models/imported/vgg16-397923af.pth"}}},
-    "vggface-fer2013": {"extract": {"dataset": "fer2013", "size": 224, "options": {"public_test": "val"}},
-                        "pretrain_base": {"arch": "vggface", "weights": {
-                            "kind": "vggface", "path": "models/imported/vgg_face.pt"}}},
+    # XiaoYee/emotion_classification VGG_Finetune/train.py: Training + PublicTest, best epoch on PrivateTest
+    "vggface-fer2013": {"extract": {"dataset": "fer2013", "size": 224, "color": "gray",
+                                    "options": {"public_test": "train"}},
+                        "assemble": {"val_fraction": 0.0},
+                        "pretrain_base": {**VGGFACE, "select_on": "test"}},
+    "vggface-fer2013-clean": {"extract": {"dataset": "fer2013", "size": 224, "color": "gray",
+                                          "options": {"public_test": "val"}},
+                              "pretrain_base": {**VGGFACE, "select_on": "val"}},
 }
 
 
@@ -103,11 +123,33 @@ def test_preset_holds_the_published_settings(name, tmp_path):
         for key, value in values.items():
             assert merged[section][key] == value, f"{name}: {section}.{key}"
     if name.startswith("mafer-"):
-        for key, value in (("optimizer", "adam"), ("lr", 1e-4), ("head_lr", 1e-2), ("class_weighted", True)):
+        step2 = {k: v for k, v in MAFER.items() if k not in ("init", "arch", "arch_options", "weights")}
+        for key, value in step2.items():
             assert merged["multires_finetune"][key] == value, key
+        assert {k: merged["face_pretrain"][k] for k in MAFER_FACE} == MAFER_FACE
+        assert {k: merged["cr_pretrain"][k] for k in MAFER_CR} == MAFER_CR
+        assert merged["extract_identities"]["dataset"] == "vggface2"
     if name == "mafer-oulu":
         assert merged["kfold_test"]["train"]["protocol"] == "image"
         assert len(merged["kfold_test"]["folds"]) == 10
+
+
+def test_vggface_presets_say_where_the_epoch_is_chosen():
+    published, clean = header("vggface-fer2013"), header("vggface-fer2013-clean")
+    assert "CHOSEN ON THE TEST SET" in published and "inflates the figure" in published
+    assert "PublicTest" in clean and "vggface-fer2013.yaml" in clean
+
+
+def test_fer2013_public_test_can_be_trained_on(tmp_path):
+    """The published VGG-Face split: PublicTest joins Training; PrivateTest stays the test split."""
+    from mrfer.data import datasets
+
+    make_fer2013(tmp_path, n_per_class=5)
+    default, _ = datasets.read("fer2013", tmp_path)
+    merged, _ = datasets.read("fer2013", tmp_path, {"public_test": "train"})
+    assert [r.source for r in default] == [r.source for r in merged]
+    pairs = {(a.split, b.split) for a, b in zip(default, merged)}
+    assert pairs == {("train", "train"), ("val", "train"), ("test", "test")}
 
 
 def test_apply_preset_cli(tmp_path):
@@ -141,10 +183,21 @@ def test_apply_preset_cli(tmp_path):
 
 
 def weights_placeholder(repo: Path, cfg: dict) -> None:
-    if cfg["pretrain_base"]["weights"]:
-        path = repo / cfg["pretrain_base"]["weights"]["path"]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"placeholder: a dry run never loads it")
+    for section in ("pretrain_base", "face_pretrain"):
+        if cfg[section]["weights"]:
+            path = repo / cfg[section]["weights"]["path"]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"placeholder: a dry run never loads it")
+
+
+def identities_fixture(repo: Path, cfg: dict) -> None:
+    """A tiny VGGFace2-layout set where a preset points extract_identities at the real one."""
+    from mrfer.data import synthetic, synthetic_identities
+
+    root = repo / cfg["extract_identities"]["root"]
+    if not root.exists():
+        synthetic_identities.write_identities(root, synthetic.IdentitiesParams(
+            subjects=2, images_per_subject=2, image_size=[64, 64]), seed=1, difficulty=0.3, workers=1)
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -155,14 +208,16 @@ def test_dvc_plans_the_pipeline_with_the_preset(name, tmp_path):
     cfg = yaml.safe_load(params.read_text())
     FIXTURES[cfg["extract"]["dataset"]](repo / cfg["extract"]["root"])
     weights_placeholder(repo, cfg)
+    identities_fixture(repo, cfg)
 
     # --force: DVC 3.67's `repro --dry` otherwise stops at the first stage whose deps are a
     # not-yet-built output (treeverse/dvc#9818); forced, it plans every stage.
     dry = run(["dvc", "repro", "--dry", "--force"], repo).stdout
     planned = re.findall(r"^Running stage '([^']+)'", dry, flags=re.M)
     folds = cfg["kfold_test"]["folds"]
-    assert {"extract", "downsample", "assemble", "pretrain-base", "multires-finetune", "fsr-train",
-            "classify", "kfold-aggregate", "plots"} <= set(planned), planned
+    assert {"extract", "extract-identities", "face-pretrain", "cr-pretrain", "downsample", "assemble",
+            "pretrain-base", "multires-finetune", "distill", "fsr-train", "classify", "kfold-aggregate",
+            "plots"} <= set(planned), planned
     assert sorted(s for s in planned if s.startswith("kfold-test@")) == sorted(f"kfold-test@{k}" for k in folds)
     assert "--fer-model models/base.pt" in dry
 

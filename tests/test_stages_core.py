@@ -12,7 +12,7 @@ from mrfer.eval import aggregate, classify
 from mrfer.infer import infer
 from mrfer.metrics import summarize
 from mrfer.nets import checkpoint
-from mrfer.train import base, kfold, multires
+from mrfer.train import base, cr, distill, face, kfold, multires
 from params_fixture import raw_params, section
 
 SCALES = ["x2", "x4"]
@@ -23,13 +23,23 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipe")
     data = make_assembled(root / "assembled")
     models = root / "models"
+    identities = make_assembled(root / "identities", seed=1)   # three other "people"
+    fcfg = section("face_pretrain", face.FacePretrainParams, seed=1, arch_options={"width": 0.125}, epochs=2,
+                   batch_size=16)
+    face.fit_face(fcfg, identities, models / "face.pt", root / "face.json", live_dir=None, resume=None)
+    cr.fit_cr(section("cr_pretrain", cr.CrPretrainParams, seed=1, epochs=1, batch_size=16), identities,
+              models / "face.pt", models / "cr.pt", root / "cr.json", live_dir=None, resume=None)
     cfg = section("pretrain_base", base.PretrainBaseParams, seed=1, arch_options={"width": 0.125}, epochs=4,
                   batch_size=16, lr=3e-3, head_lr=3e-3)
-    base.fit_base(cfg, data, models / "base.pt", root / "base.json", SCALES, live_dir=None, resume=None)
-    mcfg = section("multires_finetune", multires.MultiresFinetuneParams, seed=1, step1_epochs=1, step2_epochs=1,
-                   batch_size=16, scales=None)
-    multires.fit_multires(mcfg, data, models / "base.pt", models / "multires.pt", root / "mr.json", SCALES,
-                          "bicubic_aa", live_dir=None, resume_dir=None)
+    base.fit_base(cfg, data, models / "base.pt", root / "base.json", SCALES, live_dir=None, resume=None,
+                  init_file=models / "face.pt")
+    mcfg = section("multires_finetune", multires.MultiresFinetuneParams, seed=1, epochs=2, batch_size=16)
+    multires.fit_multires(mcfg, data, models / "cr.pt", models / "multires.pt", root / "mr.json", SCALES,
+                          live_dir=None, resume=None)
+    dcfg = section("distill", distill.DistillParams, seed=1, step1_epochs=1, step2_epochs=1, batch_size=16,
+                   scales=None)
+    distill.fit_distill(dcfg, data, models / "base.pt", models / "distill.pt", root / "d.json", SCALES,
+                        "bicubic_aa", live_dir=None, resume_dir=None)
     return root, data, models
 
 
@@ -61,7 +71,7 @@ def test_classify_reports_every_model_scale_classifier(trained, tmp_path):
 def test_classify_bad_config_is_refused_before_any_work(tmp_path):
     params = raw_params()
     for key, value, allowed in (("classifiers", ["knn"], "'head', 'svc', 'logreg' or 'svc_fsrfer'"),
-                                ("models", ["base+gan"], "'base', 'multires', 'base+fsr' or 'multires+fsr'")):
+                                ("models", ["base+gan"], "'base', 'multires', 'distill', 'base+fsr', 'multires+fsr' or 'distill+fsr'")):
         bad = {**params, "classify": {**params["classify"], key: value}}
         (tmp_path / "params.yaml").write_text(yaml.safe_dump(bad))
         with pytest.raises(ParamsError) as e:
@@ -91,11 +101,11 @@ def test_classify_default_reads_every_key_and_adds_the_published_protocol_rows(t
 def test_kfold_fold_and_aggregate(trained, tmp_path):
     _, data, models = trained
     cfg = section("kfold_test", kfold.KfoldTestParams).train.model_copy(
-        update={"epochs": 1, "batch_size": 16, "models": ["base", "multires"]})
+        update={"epochs": 1, "batch_size": 16, "models": ["base", "multires"], "val_fraction": 0.3})
     reports = []
     for fold in range(3):
-        kfold.run_fold(cfg, 0, fold, data, models, SCALES, "bicubic_aa", 3, tmp_path / f"f{fold}.json",
-                       tmp_path / f"c{fold}.json")
+        kfold.run_fold(cfg, 0, fold, data, models / "face.pt", models / "cr.pt", None, SCALES, "bicubic_aa", 3,
+                       tmp_path / f"f{fold}.json", tmp_path / f"c{fold}.json")
         reports.append(tmp_path / f"f{fold}.json")
     first = json.loads(reports[0].read_text())
     # subject protocol: fold 0 holds the rows whose fold_subject is 0, from all three splits
@@ -109,7 +119,8 @@ def test_kfold_fold_and_aggregate(trained, tmp_path):
     assert agg["base"]["x2"]["accuracy_mean"] == round(float(np.mean(values)), 4)
     assert agg["base"]["x2"]["accuracy_std"] == round(float(np.std(values, ddof=1)), 4)
     with pytest.raises(ValueError, match="out of range"):
-        kfold.run_fold(cfg, 0, 5, data, models, SCALES, "bicubic_aa", 3, tmp_path / "x.json", tmp_path / "y.json")
+        kfold.run_fold(cfg, 0, 5, data, models / "face.pt", models / "cr.pt", None, SCALES, "bicubic_aa", 3,
+                       tmp_path / "x.json", tmp_path / "y.json")
 
 
 def test_render_reports_writes_every_png(trained, tmp_path):

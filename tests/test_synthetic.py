@@ -332,11 +332,12 @@ def test_bad_params_are_refused(tmp_path, overrides, message):
 def test_bad_params_stop_the_stage_before_any_output(tmp_path):
     path = write_params(tmp_path / "params.yaml", frames=[1, 3])
     result = subprocess.run([sys.executable, "stages/synthesize.py", "--params", str(path), "--out",
-                             str(tmp_path / "x"), "--report", str(tmp_path / "r.json")],
+                             str(tmp_path / "x"), "--identities", str(tmp_path / "ids"), "--report",
+                             str(tmp_path / "r.json")],
                             cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert f"{path}: synthesize.frames = [1, 3]" in result.stderr
-    assert not (tmp_path / "x").exists()
+    assert not (tmp_path / "x").exists() and not (tmp_path / "ids").exists()
 
 
 def members(archive: Path, suffix: str) -> list[str]:
@@ -346,11 +347,15 @@ def members(archive: Path, suffix: str) -> list[str]:
 
 def test_stage_script_writes_dataset_and_report(tmp_path):
     section = {k: v for k, v in SMALL.items() if k not in ("seed", "layout")}   # the repo's layout: zips
-    path = write_params(tmp_path / "params.yaml", seed=5, **{**section, "n_subjects": 2})
+    identities = {"subjects": 2, "images_per_subject": 3, "image_size": [64, 64]}
+    path = write_params(tmp_path / "params.yaml", seed=5, **{**section, "n_subjects": 2, "identities": identities})
     out, report = tmp_path / "data" / "synthetic", tmp_path / "reports" / "synthesize.json"
+    ids = tmp_path / "data" / "identities"
     subprocess.run([sys.executable, "stages/synthesize.py", "--params", str(path), "--out", str(out),
-                    "--report", str(report)], cwd=ROOT, check=True, capture_output=True)
+                    "--identities", str(ids), "--report", str(report)], cwd=ROOT, check=True, capture_output=True)
     summary = json.loads(report.read_text())
+    assert summary["identities"] == {"identities": 2, "images": 6}
+    assert len(list((ids / "train").glob("n*/*.jpg"))) == 6
     assert summary["seed"] == 5 and summary["subjects"] == 2
     assert sorted(p.name for p in out.iterdir()) == sorted(synthetic.ARCHIVES.values())
     assert summary["frames"] == len(members(out / "extended-cohn-kanade-images.zip", ".png"))

@@ -12,7 +12,7 @@ import torch
 
 from assembled_fixture import make_assembled
 from mrfer.nets import checkpoint
-from mrfer.train import base, losses, loop, multires
+from mrfer.train import base, distill, losses, loop
 from mrfer.train.loader import ArrayLoader
 from mrfer.transforms import Augment, affine_grid, augment, prepare, random_scales, stats_tensors
 from params_fixture import section
@@ -25,7 +25,7 @@ def data(tmp_path_factory):
     return make_assembled(tmp_path_factory.mktemp("assembled"))
 
 
-TINY_BASE = {"seed": 3, "arch_options": {"width": 0.125}, "epochs": 3, "batch_size": 16, "lr": 3e-3, "head_lr": 3e-3}
+TINY_BASE = {"seed": 3, "init": "scratch", "arch_options": {"width": 0.125}, "epochs": 3, "batch_size": 16, "lr": 3e-3, "head_lr": 3e-3}
 MILD = {"flip": True, "rotate": 4.0, "scale": 0.04, "translate": 0.04, "brightness": 0.1, "contrast": 0.1}
 OFF = {"flip": False, "rotate": 0.0, "scale": 0.0, "translate": 0.0, "brightness": 0.0, "contrast": 0.0}
 
@@ -119,35 +119,35 @@ def test_cross_resolution_loss_trains_only_the_student(data, tmp_path):
     x_hr = torch.randn(4, 1, 32, 32)
     x_lr = torch.randn(4, 1, 32, 32)
     student.train()
-    loss, logits = multires.cross_resolution_loss(loop.WithFeatures(student), teacher, x_hr, x_lr,
+    loss, logits = losses.cross_resolution_loss(loop.WithFeatures(student), teacher, x_hr, x_lr,
                                                   torch.tensor([0, 1, 2, 0]), weight=1.0)
     loss.backward()
     assert all(p.grad is None for p in teacher.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
     assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
     # weight 0 leaves plain cross-entropy; a positive weight adds the (non-negative) feature term
-    ce, _ = multires.cross_resolution_loss(loop.WithFeatures(student), teacher, x_hr, x_lr,
+    ce, _ = losses.cross_resolution_loss(loop.WithFeatures(student), teacher, x_hr, x_lr,
                                            torch.tensor([0, 1, 2, 0]), weight=0.0)
     assert loss.item() > ce.item()
 
 
-def test_multires_finetune_runs_both_steps(data, tmp_path):
+def test_distill_runs_both_steps(data, tmp_path):
     run_base(data, tmp_path)
-    cfg = section("multires_finetune", multires.MultiresFinetuneParams, seed=3, step1_epochs=2, step2_epochs=1,
+    cfg = section("distill", distill.DistillParams, seed=3, step1_epochs=2, step2_epochs=1,
                   batch_size=16, scales=None)
-    report = multires.fit_multires(cfg, data, tmp_path / "base.pt", tmp_path / "mr.pt", tmp_path / "mr.json",
-                                   ["x2", "x4"], "bicubic_aa", live_dir=str(tmp_path / "live"),
-                                   resume_dir=tmp_path / "resume")
+    report = distill.fit_distill(cfg, data, tmp_path / "base.pt", tmp_path / "mr.pt", tmp_path / "mr.json",
+                                 ["x2", "x4"], "bicubic_aa", live_dir=str(tmp_path / "live"),
+                                 resume_dir=tmp_path / "resume")
     assert set(report["val"]) == {"step1", "step2"}
     _, meta = checkpoint.load_model(tmp_path / "mr.pt")
-    assert meta["stage"] == "multires_finetune" and meta["train_scales"] == ["x2", "x4"]
+    assert meta["stage"] == "distill" and meta["train_scales"] == ["x2", "x4"]
     curve = (tmp_path / "live" / "step1" / "plots" / "metrics" / "val_accuracy.tsv").read_text().splitlines()
     assert curve[0].split("\t") == ["step", "val_accuracy"] and len(curve) == 3
 
 
 def test_probability_schedule():
-    assert [round(multires.probability(e, 0.2, 0.8, 4), 3) for e in range(4)] == [0.2, 0.4, 0.6, 0.8]
-    assert multires.probability(3, 0.5, None, 4) == 0.5
+    assert [round(distill.probability(e, 0.2, 0.8, 4), 3) for e in range(4)] == [0.2, 0.4, 0.6, 0.8]
+    assert distill.probability(3, 0.5, None, 4) == 0.5
 
 
 def test_loader_covers_every_sample_once_and_shards_disjointly():
@@ -210,7 +210,7 @@ def test_ddp_two_processes_on_cpu(data, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          str(REPO / "stages" / "pretrain_base.py"), "--params", str(params), "--data", str(data),
-         "--out", str(tmp_path / "ddp.pt"), "--report", str(tmp_path / "ddp.json"), "--live", str(tmp_path / "live"),
+         "--init", str(tmp_path / "unused_face.pt"), "--out", str(tmp_path / "ddp.pt"), "--report", str(tmp_path / "ddp.json"), "--live", str(tmp_path / "live"),
          "--resume", str(tmp_path / "resume.pt")],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

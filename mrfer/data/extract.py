@@ -15,7 +15,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from tqdm import tqdm
 
 from mrfer.config import Section
-from mrfer.data import datasets, labels
+from mrfer.data import datasets, detect, labels
 from mrfer.data.faces import COLORS, NO_FACE_MODES, extract_face
 from mrfer.data.records import DUPLICATE_FIELDS, Record, SkipLog
 from mrfer.data.shards import load_array, read_manifest, write_manifest
@@ -37,6 +37,9 @@ class ExtractParams(Section):
     contempt: Literal[labels.CONTEMPT_MODES] = Field(description="drop | keep (as an 8th class)")
     no_face: Literal[NO_FACE_MODES] = Field(description="when the detector finds no face: skip | center "
                                             "(keep the centre crop)")
+    detector: Literal[detect.DETECTORS] = Field(description="for faces without given landmarks or box: "
+                                                "landmarks68 (dlib HOG + 68 points, eyes levelled) | dlib_cnn "
+                                                "(dlib MMOD CNN + 68 points) | haar (opencv cascade, box only)")
 
     @field_validator("dataset")
     @classmethod
@@ -56,7 +59,7 @@ class ExtractParams(Section):
 def face_or_skip(record: Record, cfg: ExtractParams, skips: SkipLog) -> tuple[np.ndarray | None, str]:
     """The record's face cropped by the extract settings, or None with the reason added to `skips`."""
     try:
-        face, located = extract_face(record, cfg.size, cfg.margin, cfg.color, cfg.no_face)
+        face, located = extract_face(record, cfg.size, cfg.margin, cfg.color, cfg.no_face, cfg.detector)
     except ImageError as e:
         face, located = None, str(e)
     if face is None:

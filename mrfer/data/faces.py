@@ -1,7 +1,8 @@
 """Load images, find the face, crop and align it to a square of the model size.
 
 Order of preference (DESIGN): given landmarks (eyes levelled) > given box > an already aligned
-image (used whole) > opencv's Haar frontal-face cascade > the centre crop, if allowed.
+image (used whole) > a detector (`mrfer.data.detect`: dlib's 68 landmarks, eyes levelled as for
+given landmarks, or a Haar box) > the centre crop, if allowed.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from mrfer.data import detect
 from mrfer.data.records import ArchiveMember, Record
 from mrfer.errors import ImageError
 
@@ -143,23 +145,6 @@ def crop_box(image: np.ndarray, box: tuple[int, int, int, int], size: int, margi
     return square_warp(image, center, max(w, h) * (1 + 2 * margin), size)
 
 
-@functools.lru_cache(maxsize=1)
-def haar_cascade() -> cv2.CascadeClassifier:
-    path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
-    cascade = cv2.CascadeClassifier(str(path))
-    if cascade.empty():
-        raise RuntimeError(f"cannot load the Haar face cascade from {path} (opencv-python 4.x ships it)")
-    return cascade
-
-
-def detect_faces(image: np.ndarray, min_size: int = 24) -> list[tuple[int, int, int, int]]:
-    """Face boxes (x, y, w, h), largest first, from the Haar frontal-face cascade."""
-    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
-    boxes = haar_cascade().detectMultiScale(cv2.equalizeHist(gray), scaleFactor=1.1,
-                                            minNeighbors=5, minSize=(min_size, min_size))
-    return sorted((tuple(int(v) for v in b) for b in boxes), key=lambda b: -b[2] * b[3])
-
-
 def to_color(face_bgr: np.ndarray, color: str) -> np.ndarray:
     """HxWx1 gray or HxWx3 RGB, the layout stored in the arrays."""
     if color == "gray":
@@ -169,9 +154,17 @@ def to_color(face_bgr: np.ndarray, color: str) -> np.ndarray:
     raise ValueError(f"color must be one of {COLORS}, got {color!r}")
 
 
-def extract_face(record: Record, size: int, margin: float, color: str,
-                 no_face: str = "skip") -> tuple[np.ndarray | None, str]:
-    """(face array, how it was located) or (None, reason). Raises ImageError if unreadable."""
+def crop_detected(image: np.ndarray, face: detect.Face, size: int, margin: float) -> np.ndarray:
+    """A detected face cropped as a given one: levelled by its landmarks if it has them, else its box."""
+    if face.landmarks is not None:
+        return align_by_landmarks(image, face.landmarks, size, margin)
+    return crop_box(image, face.box, size, margin)
+
+
+def extract_face(record: Record, size: int, margin: float, color: str, no_face: str,
+                 detector: str) -> tuple[np.ndarray | None, str]:
+    """(face array, how it was located) or (None, reason). Raises ImageError if unreadable.
+    `detector` (one of detect.DETECTORS) is used only for records without landmarks, box or alignment."""
     image = load_image(record.image, record.frame if not isinstance(record.image, np.ndarray) else None)
     if record.landmarks is not None:
         face, how = align_by_landmarks(image, record.landmarks, size, margin), "landmarks"
@@ -181,13 +174,13 @@ def extract_face(record: Record, size: int, margin: float, color: str,
         face, how = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA
                                if min(image.shape[:2]) > size else cv2.INTER_LINEAR), "aligned"
     else:
-        boxes = detect_faces(image)
-        if boxes:
-            face, how = crop_box(image, boxes[0], size, margin), "detected"
+        found = detect.find_faces(image, detector)
+        if found:
+            face, how = crop_detected(image, found[0], size, margin), f"detected ({detector})"
         elif no_face == "center":
             h, w = image.shape[:2]
             face = square_warp(image, np.array([w / 2, h / 2]), min(h, w), size)
             how = "center"
         else:
-            return None, "no face found by the Haar detector"
+            return None, f"no face found by the {detector} detector"
     return to_color(face, color), how

@@ -58,8 +58,15 @@ def load_split(directory: str | os.PathLike, split: str, scale: str = "hr",
 
 def load_xy(directory: str | os.PathLike, split: str, scale: str = "hr") -> tuple[np.ndarray, np.ndarray]:
     """A split's images (read into memory once) and labels."""
+    images, labels = open_xy(directory, split, scale)
+    return np.array(images), labels
+
+
+def open_xy(directory: str | os.PathLike, split: str, scale: str = "hr") -> tuple[np.memmap, np.ndarray]:
+    """A split's images, memory-mapped (nothing read yet: `ArrayLoader` streams a training split
+    larger than its memory budget from this), and labels."""
     images, rows = load_split(directory, split, scale)
-    return np.array(images), np.array([r["label"] for r in rows], dtype=np.int64)
+    return images, np.array([r["label"] for r in rows], dtype=np.int64)
 
 
 def read_stats(directory: str | os.PathLike) -> dict:

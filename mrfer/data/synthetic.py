@@ -52,6 +52,14 @@ ARCHIVES = {"cohn-kanade-images": "extended-cohn-kanade-images.zip", "Emotion": 
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)   # the earliest a zip can say: no build time in the bytes
 
 
+class IdentitiesParams(Section):
+    """`synthesize.identities`: the face-recognition set in VGGFace2's layout (synthetic_identities.py)."""
+
+    subjects: int = Field(ge=2, description="identities (none of them a FER subject)")
+    images_per_subject: int = Field(ge=2, description="images of each identity")
+    image_size: tuple[Side, Side] = Field(description="[width, height] of every image in pixels, each >= 32")
+
+
 class SynthesizeParams(Section):
     """`synthesize`: the embedded synthetic dataset (subjects, sequences, how hard it is)."""
 
@@ -67,6 +75,7 @@ class SynthesizeParams(Section):
     difficulty: Fraction = Field(description="0 easy .. 1 hard: nuisance strength up, expression strength down")
     layout: Literal[LAYOUTS] = Field(description="zips: CK+'s three zips as distributed (DVC tracks 3 files, "
                                      "not ~10k) | folders: the same files extracted")
+    identities: IdentitiesParams
 
     @field_validator("frames")
     @classmethod

@@ -16,7 +16,7 @@ def aggregate(fold_reports: list[str | os.PathLike], out: str | os.PathLike) -> 
     reports = [read_json(p) for p in fold_reports]
     if not reports:
         raise ParamsError("kfold_test.folds: no fold reports to aggregate")
-    result: dict = {"folds": len(reports), "protocol": reports[0]["protocol"], "init": reports[0]["init"]}
+    result: dict = {"folds": len(reports), "protocol": reports[0]["protocol"], "starts": reports[0]["starts"]}
     for model, per_scale in reports[0]["metrics"].items():
         result[model] = {}
         for scale in per_scale:

@@ -13,6 +13,11 @@ included (the scripts feed every image to `LR_input`); its SVC is fitted on the 
 training faces at full resolution (`fsrfer_fit: hr`, classify.sh line 24) or at every
 low-resolution scale (`scales`, classify.sh lines 30 and 32, the SVC line 33 tests). A plain
 model's SVC is fitted on its HR training faces (classify_FER.py's CovPoolFER SVC).
+
+At scale: each split is read from its memory map a chunk at a time; every embedding is computed
+once per model, split, scale and input and shared by the classifiers; above
+`libsvm_max_rows` training rows the SVCs are fitted by liblinear (`classifiers.make_liblinear`),
+and every sklearn result names its solver in the report.
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ from typing import Literal
 import numpy as np
 import torch
 from pydantic import Field
+from tqdm import tqdm
 
 from mrfer.config import Section
 from mrfer.data import shards
@@ -41,7 +47,7 @@ from mrfer.nets.fsr import load_fsr
 
 log = logging.getLogger(__name__)
 
-MODELS = ("base", "multires", "base+fsr", "multires+fsr")
+MODELS = ("base", "multires", "distill", "base+fsr", "multires+fsr", "distill+fsr")
 
 
 class ClassifyParams(Section):
@@ -57,6 +63,9 @@ class ClassifyParams(Section):
     fsrfer_fit: Literal["hr", "scales"] = Field(
         description="svc_fsrfer on +fsr models: fit on G(f(HR train faces)) | on G(f(train faces at every "
                     "downsample scale)) (FSR-FER's classify.sh, the SVC it tests last)")
+    libsvm_max_rows: int = Field(
+        gt=0, description="svc / svc_fsrfer: FSR-FER's libsvm SVC (time n² to n³) up to this many training rows; "
+                          "above, liblinear's fit of the same linear hinge-loss SVM (time linear in the rows)")
     batch_size: int = Field(gt=0, description="inference batch size")
     device: Device
 
@@ -67,23 +76,39 @@ def resolution_px(size: int, scale: str, kernel: str) -> int:
     return size if scale == "hr" else min(low_size(size, size, scale, kernel))
 
 
+EMBED_CHUNK_BATCHES = 16  # faces read from the memory-mapped split per step of the progress bar
+
+
 class Embedder:
     """(features, logits) of uint8 faces for one model variant, with or without FSR."""
 
     def __init__(self, name: str, models_dir: Path, device: torch.device, batch_size: int):
         fer_name, _, extra = name.partition("+")
+        self.name = name
         self.model, self.meta = checkpoint.load_model(models_dir / f"{fer_name}.pt", device)
         self.device, self.batch_size = device, batch_size
         self.fsr = None
         if extra == "fsr":
             self.fsr = load_fsr(models_dir / "fsr.pt", device, fer_meta=self.meta)
 
-    @torch.no_grad()
+    def super_resolves(self, scale: str, super_resolve_hr: bool) -> bool:
+        return self.fsr is not None and (scale != "hr" or super_resolve_hr)
+
     def __call__(self, images: np.ndarray, scale: str, super_resolve_hr: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(features, logits); with an FSR, faces at a low `scale` go through the generator, and
-        full-resolution ones too when `super_resolve_hr` (FSR-FER's protocol)."""
+        full-resolution ones too when `super_resolve_hr` (FSR-FER's protocol). `images` may be a
+        memory map: it is read a chunk (whole batches) at a time."""
+        chunk = self.batch_size * EMBED_CHUNK_BATCHES
+        starts = range(0, max(len(images), 1), chunk)
+        parts = [self.embed(np.array(images[start:start + chunk]), scale, super_resolve_hr)
+                 for start in tqdm(starts, desc=f"{self.name} embeddings at {scale}", unit="chunk",
+                                   disable=len(starts) < 2, leave=False, mininterval=2)]
+        return np.concatenate([f for f, _ in parts]), np.concatenate([g for _, g in parts])
+
+    @torch.no_grad()
+    def embed(self, images: np.ndarray, scale: str, super_resolve_hr: bool) -> tuple[np.ndarray, np.ndarray]:
         norm = (self.meta["mean"], self.meta["std"])
-        if self.fsr is not None and (scale != "hr" or super_resolve_hr):
+        if self.super_resolves(scale, super_resolve_hr):
             features, logits = fsr_features(self.model, self.fsr, images, *norm, device=self.device,
                                             batch_size=self.batch_size)
         else:
@@ -93,35 +118,38 @@ class Embedder:
         return np.asarray(features, dtype=np.float32), np.asarray(logits, dtype=np.float32)
 
 
-def train_features(embed: Embedder, data: str | os.PathLike, scale: str, cache: dict) -> tuple:
-    """(embeddings, labels) of the training set at `scale`, computed once per model and scale."""
-    if scale not in cache:
-        images, labels = shards.load_xy(data, "train", scale)
-        cache[scale] = (embed(images, scale)[0], labels)
-    return cache[scale]
+def embedded(embed: Embedder, data: str | os.PathLike, split: str, scale: str, super_resolve_hr: bool,
+             cache: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(features, logits, labels) of a split at `scale`, computed once per model, split, scale and
+    input (plain or super-resolved) and reused by every classifier that reads them."""
+    key = (split, scale, embed.super_resolves(scale, super_resolve_hr))
+    if key not in cache:
+        images, rows = shards.load_split(data, split, scale)  # memory-mapped: read in chunks
+        features, logits = embed(images, scale, super_resolve_hr)
+        cache[key] = (features, logits, np.array([r["label"] for r in rows], dtype=np.int64))
+    return cache[key]
 
 
-def fsrfer_train_features(embed: Embedder, data: str | os.PathLike, scales: list[str], fit: str,
-                          cache: dict) -> tuple:
-    """svc_fsrfer's training set: (embeddings, labels) of the training faces at full resolution,
-    or, for a +fsr model with `fit` == "scales", at every low-resolution scale; super-resolved
-    by a +fsr model at every scale."""
-    fit_scales = scales if fit == "scales" and embed.fsr is not None else ["hr"]
-    if "svc_fsrfer" not in cache:
-        outputs, labels = [], []
-        for scale in fit_scales:
-            images, y = shards.load_xy(data, "train", scale)
-            outputs.append(embed(images, scale, super_resolve_hr=True)[0])
-            labels.append(y)
-        cache["svc_fsrfer"] = (np.concatenate(outputs), np.concatenate(labels))
-    return cache["svc_fsrfer"]
+def training_set(embed: Embedder, data: str | os.PathLike, fit_on: list[tuple[str, bool]], cache: dict) -> tuple:
+    """(embeddings, labels) of the training faces at every (scale, super-resolve HR) of `fit_on`."""
+    parts = [embedded(embed, data, "train", scale, sr, cache) for scale, sr in fit_on]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[2] for p in parts])
 
 
-def fsrfer_test_features(embed: Embedder, images: np.ndarray, scale: str, features: np.ndarray) -> np.ndarray:
-    """svc_fsrfer's test input: the embeddings, super-resolved at full resolution too."""
-    if scale == "hr" and embed.fsr is not None:
-        return embed(images, scale, super_resolve_hr=True)[0]
-    return features
+def fsrfer_fit_on(embed: Embedder, scales: list[str], fit: str) -> list[tuple[str, bool]]:
+    """svc_fsrfer's training set: the training faces at full resolution, or, for a +fsr model with
+    `fit` == "scales", at every low-resolution scale; super-resolved by a +fsr model at every scale."""
+    return [(s, True) for s in (scales if fit == "scales" and embed.fsr is not None else ["hr"])]
+
+
+def fit_classifier(clf: str, x: np.ndarray, y: np.ndarray, cfg: ClassifyParams, what: str) -> tuple[object, str]:
+    """A fitted sklearn classifier and the solver that fitted it: FSR-FER's libsvm SVC up to
+    `libsvm_max_rows` training rows, liblinear's linear-time fit of the same SVM above."""
+    solver = classifiers.solver(clf, len(x), cfg.libsvm_max_rows)
+    model = classifiers.make_liblinear(clf, cfg.seed) if solver == "liblinear" else classifiers.make(clf, cfg.seed)
+    with classifiers.progress(f"{what}: fitting {clf} ({solver}) on {x.shape[0]} x {x.shape[1]} embeddings"):
+        model.fit(x, y)
+    return model, solver
 
 
 def classify(cfg: ClassifyParams, data: str | os.PathLike, models_dir: str | os.PathLike, scales: list[str],
@@ -131,39 +159,43 @@ def classify(cfg: ClassifyParams, data: str | os.PathLike, models_dir: str | os.
     device = pick_device(cfg.device)
     stats = shards.read_stats(data)
     classes, size = stats["classes"], stats["size"][0]
+    log.info("svc / svc_fsrfer: libsvm up to %d training rows, liblinear above", cfg.libsvm_max_rows)
     all_scales = ["hr", *scales]
-    test = {s: shards.load_xy(data, "test", s) for s in all_scales}
-    y_test = test["hr"][1]
+    y_test = np.array([r["label"] for r in shards.load_split(data, "test")[1]], dtype=np.int64)
     results: dict = {}
     saved: dict[str, np.ndarray] = {"y_true": y_test, "classes": np.array(classes)}
     for name in cfg.models:
         embed = Embedder(name, Path(models_dir), device, cfg.batch_size)
         if embed.meta["classes"] != classes:
             raise InputError(f"{models_dir}/{name}: model classes {embed.meta['classes']} != data classes {classes}")
-        train_cache: dict[str, tuple] = {}
-        fitted: dict[tuple, object] = {}
+        cache: dict[tuple, tuple] = {}
+        fitted: dict[tuple, tuple] = {}
         results[name] = {}
         for scale in all_scales:
-            features, logits = embed(test[scale][0], scale)
+            features, logits, _ = embedded(embed, data, "test", scale, False, cache)
             results[name][scale] = {}
             if scale == "hr":
                 saved[f"{name}/hr/features"] = features
             for clf in cfg.classifiers:
+                solver = None
                 if clf == "head":
                     predicted = logits.argmax(1)
-                elif clf == "svc_fsrfer":
-                    if clf not in fitted:
-                        x, y = fsrfer_train_features(embed, data, scales, cfg.fsrfer_fit, train_cache)
-                        fitted[clf] = classifiers.make(clf, cfg.seed).fit(x, y)
-                    predicted = fitted[clf].predict(fsrfer_test_features(embed, test[scale][0], scale, features))
                 else:
-                    fit_scale = scale if cfg.fit_scale == "same" else "hr"
-                    if (clf, fit_scale) not in fitted:
-                        x, y = train_features(embed, data, fit_scale, train_cache)
-                        fitted[(clf, fit_scale)] = classifiers.make(clf, cfg.seed).fit(x, y)
-                    predicted = fitted[(clf, fit_scale)].predict(features)
+                    if clf == "svc_fsrfer":  # fitted once, on FSR-FER's training set; tested super-resolved
+                        key, fit_on = (clf,), fsrfer_fit_on(embed, scales, cfg.fsrfer_fit)
+                        x_test = embedded(embed, data, "test", scale, True, cache)[0]
+                    else:
+                        fit_scale = scale if cfg.fit_scale == "same" else "hr"
+                        key, fit_on, x_test = (clf, fit_scale), [(fit_scale, False)], features
+                    if key not in fitted:
+                        x, y = training_set(embed, data, fit_on, cache)
+                        fitted[key] = fit_classifier(clf, x, y, cfg, name)
+                    model, solver = fitted[key]
+                    predicted = model.predict(x_test)
                 results[name][scale][clf] = summarize(y_test, predicted, len(classes))
                 warn_if_collapsed(results[name][scale][clf], f"{name} ({clf}) at {scale}", classes)
+                if solver is not None:
+                    results[name][scale][clf]["solver"] = solver
                 saved[f"{name}/{scale}/{clf}"] = np.asarray(predicted)
         log.info("%s accuracy per scale (%s): %s", name, cfg.classifiers[0],
                  {s: results[name][s][cfg.classifiers[0]]["accuracy"] for s in all_scales})
@@ -178,16 +210,20 @@ def classify(cfg: ClassifyParams, data: str | os.PathLike, models_dir: str | os.
 
 
 def markdown_table(results: dict, clfs: list[str], scales: list[str], size: int, kernel: str) -> str:
-    """Rows: model (classifier); columns: scales. Cells: overall / average accuracy in %."""
-    header = "| model | classifier | " + " | ".join(f"{s} ({resolution_px(size, s, kernel)} px)" for s in scales) + " |"
+    """Rows: model (classifier, solver); columns: scales. Cells: overall / average accuracy in %."""
+    header = ("| model | classifier | solver | "
+              + " | ".join(f"{s} ({resolution_px(size, s, kernel)} px)" for s in scales) + " |")
     lines = ["# Test accuracy per model and resolution", "",
-             "Overall accuracy / average (mean per-class) accuracy, in %. Written by the `classify` stage.", "",
-             header, "|" + "---|" * (len(scales) + 2)]
+             "Overall accuracy / average (mean per-class) accuracy, in %. Written by the `classify` stage. "
+             "Solver: `libsvm` is FSR-FER's SVC, `liblinear` the same linear SVM fitted in linear time "
+             "(training sets above `classify.libsvm_max_rows`).", "",
+             header, "|" + "---|" * (len(scales) + 3)]
     for model, per_scale in results.items():
         for clf in clfs:
+            solver = "/".join(dict.fromkeys(per_scale[s][clf].get("solver", "network") for s in scales))
             cells = [f"{100 * per_scale[s][clf]['accuracy']:.1f} / {100 * per_scale[s][clf]['average_accuracy']:.1f}"
                      for s in scales]
-            lines.append(f"| {model} | {clf} | " + " | ".join(cells) + " |")
+            lines.append(f"| {model} | {clf} | {solver} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

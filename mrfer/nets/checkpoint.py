@@ -79,6 +79,24 @@ def load_model(path: str | os.PathLike, device="cpu", channels_last: bool = True
     return to_device(model, device, channels_last).eval(), meta
 
 
+def load_backbone(path: str | os.PathLike, num_classes: int, device="cpu",
+                  channels_last: bool = True) -> tuple[torch.nn.Module, dict]:
+    """Transfer: the model in `path` with a fresh `num_classes` head (its own head dropped), e.g. a
+    face-recognition model (identity classes) started on expressions, or FER2013's model on JAFFE."""
+    payload = load(path)
+    if not isinstance(payload, dict) or "state_dict" not in payload or "meta" not in payload:
+        raise InputError(f"{path}: not an mrfer model file (expected keys state_dict and meta)")
+    meta = payload["meta"]
+    model = build(meta["arch"], num_classes=num_classes, in_chans=meta["channels"], image_size=meta["size"],
+                  **meta.get("options", {}))
+    body = {k: v for k, v in payload["state_dict"].items() if not k.startswith("head.")}
+    missing, unexpected = model.load_state_dict(body, strict=False)
+    if unexpected or any(not k.startswith("head.") for k in missing):
+        raise InputError(f"{path}: weights do not fit architecture {meta['arch']!r}: "
+                         f"missing {[k for k in missing if not k.startswith('head.')][:5]}, unexpected {unexpected[:5]}")
+    return to_device(model, device, channels_last), meta
+
+
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The plain model inside DDP / feature wrappers."""
     while hasattr(model, "module"):

@@ -58,6 +58,10 @@ class VGGFace(FERNet):
     def features_from_map(self, fmap: torch.Tensor) -> torch.Tensor:
         return self.body[30:](fmap)
 
+    def fc6_features(self, x: torch.Tensor) -> torch.Tensor:
+        """conv1_1 .. pool5, fc6, ReLU: the frame features of the published VGG+GRU (`VGG_gru.py`)."""
+        return self.body[:34](x)
+
 
 
 @register("vggface")

@@ -1,15 +1,24 @@
-"""pretrain-base recipe: the base FER model at full resolution (cross-entropy, augmentation)."""
+"""MAFER's step 2, the FER fine-tune, and the model it starts from.
+
+`pretrain-base` fine-tunes the face-recognition model (models/face.pt: MAFER's "base" row), or a
+model trained from scratch, an imported file, or any mrfer model file (transfer from another FER
+dataset); `multires-finetune` fine-tunes the cross-resolution model (models/cr.pt: MAFER's "CR"
+row) the same way. MAFER's step 2 has no low-resolution augmentation: the model only sees full
+resolution faces here. `finetune` is the one training call every fine-tune shares (k-fold too).
+"""
 from __future__ import annotations
 
 import logging
 import os
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from pydantic import Field, ValidationInfo, field_validator
 
 from mrfer.config import Section
 from mrfer.data import shards
+from mrfer.errors import InputError
 from mrfer.infer import pick_device, seed_everything, test_at_scales
 from mrfer.io import write_json
 from mrfer.nets import build, checkpoint, registry, to_device
@@ -20,25 +29,50 @@ from mrfer.transforms import norm_stats, stats_tensors
 
 log = logging.getLogger(__name__)
 
+STARTS = ("face", "scratch", "imported")
+
 
 class Weights(Section):
     kind: Literal[KINDS] = Field(description="the weight file's layout: " + " | ".join(KINDS))
     path: str = Field(min_length=1, description="a local file (models/imported/...); nothing is downloaded")
 
 
-class PretrainBaseParams(loop.TrainParams):
-    """`pretrain_base`: the architecture, its start, and the fine-tune on the FER labels."""
+class FinetuneParams(loop.TrainParams):
+    """A fine-tune on the labels at full resolution (MAFER step 2: Adam, backbone 1e-4, head 1e-2,
+    weight decay 1e-4, class-weighted cross-entropy, plateau on val accuracy, mean-centred input)."""
 
-    seed: int
-    arch: str = Field(description="a registered model: " + " | ".join(registry.available()))
-    arch_options: dict[str, Any] = Field(description="the model's own options (its builder's keyword arguments)")
-    weights: Weights | None = Field(description="imported start weights, or null (random init)")
-    epochs: int = Field(gt=0)
+    epochs: int = Field(ge=0)
     lr: float = Field(gt=0, description="backbone learning rate")
     head_lr: float = Field(gt=0, description="classifier-head learning rate (MAFER: 1e-2 with 1e-4 backbone)")
     normalize: Literal["mean", "mean_std"] = Field(description="mean: centre only (MAFER) | mean_std")
     mean: list[float] | None = Field(description="a published dataset mean (0..255 per channel); null: measured")
     std: list[float] | None = Field(description="a published std; null: measured")
+
+
+class FerFinetuneParams(FinetuneParams):
+    """A fine-tune on the assembled FER data, which has a test split to (not) select on."""
+
+    seed: int
+    select_on: Literal["val", "test"] = Field(
+        description="the split that picks the best epoch: val | test (only to reproduce a published figure "
+                    "that did so: it inflates the test accuracy)")
+
+
+class StartParams(Section):
+    """Where a trained-from-labels model starts (pretrain-base, face-pretrain)."""
+
+    init: str = Field(description="face (the --init model: models/face.pt) | scratch | imported (`weights`) | "
+                                  "the path of any mrfer model file (transfer)")
+    arch: str = Field(description="a registered model: " + " | ".join(registry.available()))
+    arch_options: dict[str, Any] = Field(description="the model's own options (its builder's keyword arguments)")
+    weights: Weights | None = Field(description="imported start weights (init: imported), else null")
+
+    @field_validator("init")
+    @classmethod
+    def _known_start(cls, init: str) -> str:
+        if init not in STARTS and not init.endswith(".pt"):
+            raise ValueError(f"must be one of {', '.join(STARTS)} or an mrfer model file (*.pt)")
+        return init
 
     @field_validator("arch")
     @classmethod
@@ -53,45 +87,106 @@ class PretrainBaseParams(loop.TrainParams):
             registry.check_options(info.data["arch"], options)
         return options
 
+    @field_validator("weights")
+    @classmethod
+    def _weights_with_imported(cls, weights: Weights | None, info: ValidationInfo) -> Weights | None:
+        if (weights is None) == (info.data.get("init") == "imported"):
+            raise ValueError("set exactly when init is 'imported'")
+        return weights
 
-def fit_base(cfg: PretrainBaseParams, data: str | os.PathLike, out: str | os.PathLike, report: str | os.PathLike,
-             scales: list[str], live_dir: str | None, resume: str | os.PathLike | None) -> dict:
-    seed_everything(cfg.seed)
-    rank, world, local_rank = loop.distributed()
-    device = pick_device(cfg.device, local_rank)
+
+class PretrainBaseParams(FerFinetuneParams, StartParams):
+    """`pretrain_base`: MAFER step 2 from the face model (or another start)."""
+
+
+def start_model(cfg: StartParams, init_file: str | os.PathLike | None, n_classes: int, stats: dict,
+                device: torch.device, channels_last: bool) -> tuple[torch.nn.Module, str]:
+    """The model a fine-tune starts from, and a description of that start for the report."""
+    arch, options = cfg.arch, dict(cfg.arch_options)
+    if cfg.init in ("scratch", "imported"):
+        model = build(arch, num_classes=n_classes, in_chans=stats["channels"], image_size=stats["size"][0], **options)
+        if cfg.init == "imported":
+            import_weights(model, cfg.weights.kind, cfg.weights.path)
+        return to_device(model, device, channels_last), cfg.init
+    path = init_file if cfg.init == "face" else cfg.init
+    model, meta = checkpoint.load_backbone(path, n_classes, device, channels_last)
+    if (meta["arch"], meta.get("options", {})) != (arch, options):
+        raise InputError(f"{path} is a {meta['arch']} {meta.get('options', {})}, but params ask for "
+                         f"arch {arch} {options}: make them agree")
+    check_input(meta, stats, path)
+    return model, f"{path} ({meta.get('stage', '?')}, hash {meta.get('params_hash', '?')})"
+
+
+def check_input(meta: dict, stats: dict, path: str | os.PathLike) -> None:
+    """Refuse a start model whose input size or channels differ from the data's."""
+    if (meta["size"], meta["channels"]) != (stats["size"][0], stats["channels"]):
+        raise InputError(f"{path} takes {meta['size']} px x {meta['channels']} channels, the data is "
+                         f"{stats['size'][0]} px x {stats['channels']}: extract at the model's size")
+
+
+def finetune(model: torch.nn.Module, cfg: FinetuneParams, train: tuple[np.ndarray, np.ndarray],
+             val: tuple[np.ndarray, np.ndarray], norm: tuple, n_classes: int, *, seed: int, run_hash: str,
+             resume: str | os.PathLike | None, live_dir: str | None, desc: str,
+             rank: int = 0, world: int = 1) -> list[dict]:
+    """Train `model` in place on `train` with cross-entropy (class-weighted when asked) and
+    on-device augmentation; the best `val` epoch is restored when `restore_best`."""
+    device = next(model.parameters()).device
+    mean, std = stats_tensors(*norm, device)
+    augment_gen = torch.Generator(device=device).manual_seed(seed + 1)
+    weight = loop.class_weights(train[1], n_classes).to(device) if cfg.class_weighted else None
+    loss_fn = losses.ce_loss(mean, std, cfg.augment, augment_gen, weight=weight)
+    loader = ArrayLoader(*train, cfg.batch_size, device, seed=seed, rank=rank, world_size=world,
+                         on_device=cfg.on_device)
+    return loop.fit(model, loader, *val, cfg, epochs=cfg.epochs, lr=cfg.lr, head_lr=cfg.head_lr, loss_fn=loss_fn,
+                    norm=norm, generators={"augment": augment_gen}, run_hash=run_hash, resume_path=resume,
+                    live_dir=live_dir, n_classes=n_classes, rank=rank, world_size=world, desc=desc)
+
+
+def selection_split(cfg: FerFinetuneParams, desc: str) -> str:
+    if cfg.select_on == "test":
+        log.warning("%s: the best epoch is chosen on the TEST split (select_on: test): the test figures are "
+                    "inflated and not an honest estimate", desc)
+    return cfg.select_on
+
+
+def fit_fer(cfg: FerFinetuneParams, model: torch.nn.Module, start: str, data: str | os.PathLike,
+            out: str | os.PathLike, report: str | os.PathLike, scales: list[str], live_dir: str | None,
+            resume: str | os.PathLike | None, stage: str, name: str, meta_extra: dict) -> dict:
+    """Fine-tune `model` on the assembled FER data, save it, test it at every scale."""
+    rank, world, _ = loop.distributed()
     stats = shards.read_stats(data)
     classes = stats["classes"]
     norm = norm_stats(cfg.normalize, cfg.mean, cfg.std, stats)
-    train_x, train_y = shards.load_xy(data, "train")
-    val_x, val_y = shards.load_xy(data, "val")
-
-    model = build(cfg.arch, num_classes=len(classes), in_chans=stats["channels"], image_size=stats["size"][0],
-                  **cfg.arch_options)
-    if cfg.weights is not None:
-        import_weights(model, cfg.weights.kind, cfg.weights.path)
-    to_device(model, device, cfg.channels_last)
-
-    mean, std = stats_tensors(*norm, device)
-    augment_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-    weight = loop.class_weights(train_y, len(classes)).to(device) if cfg.class_weighted else None
-
-    loss_fn = losses.ce_loss(mean, std, cfg.augment, augment_gen, weight=weight)
-    loader = ArrayLoader(train_x, train_y, cfg.batch_size, device, seed=cfg.seed, rank=rank,
-                         world_size=world, on_device=cfg.on_device)
-    run_hash = checkpoint.params_hash("pretrain_base", cfg.model_dump(by_alias=True), stats, world)
-    history = loop.fit(model, loader, val_x, val_y, cfg, epochs=cfg.epochs, lr=cfg.lr, head_lr=cfg.head_lr,
-                       loss_fn=loss_fn, norm=norm, generators={"augment": augment_gen}, run_hash=run_hash,
-                       resume_path=resume, live_dir=live_dir, n_classes=len(classes), rank=rank, world_size=world,
-                       desc="pretrain-base")
+    run_hash = checkpoint.params_hash(stage, cfg.model_dump(by_alias=True), stats, start, world)
+    history = finetune(model, cfg, shards.open_xy(data, "train"), shards.load_xy(data, selection_split(cfg, stage)),
+                       norm, len(classes), seed=cfg.seed, run_hash=run_hash, resume=resume, live_dir=live_dir,
+                       desc=stage.replace("_", "-"), rank=rank, world=world)
     if rank != 0:
         return {}
-    meta = {"arch": cfg.arch, "options": dict(cfg.arch_options), "classes": classes,
-            "size": stats["size"][0], "channels": stats["channels"], "mean": norm[0], "std": norm[1],
-            "params_hash": run_hash, "seed": cfg.seed, "stage": "pretrain_base"}
+    meta = {**meta_extra, "classes": classes, "size": stats["size"][0], "channels": stats["channels"],
+            "mean": norm[0], "std": norm[1], "params_hash": run_hash, "seed": cfg.seed, "stage": stage, "start": start}
     checkpoint.save_model(out, model, meta)
-    result = {"val": history[-1] if history else {}, "epochs_run": len(history),
-              "test": test_at_scales(model, data, scales, norm, device, classes, "base"),
+    result = {"start": start, "selected_on": cfg.select_on, "val": history[-1] if history else {},
+              "epochs_run": len(history), "test": test_at_scales(model, data, scales, norm, model_device(model),
+                                                                 classes, name),
               "params_hash": run_hash, "seed": cfg.seed}
     write_json(report, result)
-    log.info("base test accuracy per scale: %s", {s: m["accuracy"] for s, m in result["test"].items()})
+    log.info("%s test accuracy per scale: %s", name, {s: m["accuracy"] for s, m in result["test"].items()})
     return result
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def fit_base(cfg: PretrainBaseParams, data: str | os.PathLike, out: str | os.PathLike, report: str | os.PathLike,
+             scales: list[str], live_dir: str | None, resume: str | os.PathLike | None,
+             init_file: str | os.PathLike | None = None) -> dict:
+    """pretrain-base: `start_model` (init: face takes `init_file`), then `fit_fer`."""
+    seed_everything(cfg.seed)
+    _, _, local_rank = loop.distributed()
+    device = pick_device(cfg.device, local_rank)
+    stats = shards.read_stats(data)
+    model, start = start_model(cfg, init_file, len(stats["classes"]), stats, device, cfg.channels_last)
+    return fit_fer(cfg, model, start, data, out, report, scales, live_dir, resume, "pretrain_base", "base",
+                   {"arch": cfg.arch, "options": dict(cfg.arch_options)})

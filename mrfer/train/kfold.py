@@ -1,17 +1,22 @@
-"""kfold-test: per fold, fine-tune each chosen model on the fold's training part and test it on
-the held-out fold at every scale; (`mrfer.eval.aggregate` then takes mean ± std over folds).
+"""kfold-test: per fold, fine-tune each recipe's starting model on the fold's training part and
+test it on the held-out fold at every scale (`mrfer.eval.aggregate` then takes mean ± std).
+
+MAFER's protocol (main_oulu.py): every fold starts again from a model that never saw the FER data
+(base: the face model, models/face.pt; multires: the cross-resolution model, models/cr.pt); 15 %
+of the fold's training part validates; the best validation epoch is restored; the held-out fold
+is tested. `distill` (our recipe) starts from the fold's own base model, trained here on the
+fold's training part first. No start ever saw a held-out row: `start_rows` names the rows that
+trained each start, and the tests check they are disjoint from every fold's test rows.
 
 Folds come from the assemble stage (manifest columns `fold_subject` / `fold_image`): the
 subject-independent protocol, or MAFER's image-level one (its Oulu-CASIA test). Rows of all
-three assembled splits take part; the assembled `val` rows outside the held-out fold serve as
-the validation set, so the held-out fold is never looked at before testing.
+three assembled splits take part.
 """
 from __future__ import annotations
 
-import functools
+import copy
 import logging
 import os
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -20,33 +25,33 @@ from pydantic import Field
 
 from mrfer.config import Section
 from mrfer.data import shards
+from mrfer.data.degrade import degrade
 from mrfer.data.splits import FOLD_PROTOCOLS, SPLITS, groups_of, held_out
-from mrfer.infer import infer, pick_device, seed_everything
-from mrfer.metrics import confusion, summarize, warn_if_collapsed
 from mrfer.errors import InputError, ParamsError
+from mrfer.infer import infer, pick_device, seed_everything
 from mrfer.io import write_json
-from mrfer.nets import build, to_device
+from mrfer.metrics import confusion, summarize, warn_if_collapsed
 from mrfer.nets import checkpoint
-from mrfer.train import losses, loop
-from mrfer.train.loader import ArrayLoader
-from mrfer.transforms import stats_tensors
+from mrfer.train import distill
+from mrfer.train.base import FinetuneParams, check_input, finetune
+from mrfer.transforms import norm_stats
 
 log = logging.getLogger(__name__)
 
-RECIPES = ("base", "multires")
+RECIPES = ("base", "multires", "distill")
 
 
-class KfoldTrainParams(loop.TrainParams):
-    """`kfold_test.train`: how every fold fine-tunes each model on its training part."""
+class KfoldTrainParams(FinetuneParams):
+    """`kfold_test.train`: how every fold fine-tunes each model on its training part (MAFER step 2)."""
 
     protocol: Literal[FOLD_PROTOCOLS] = Field(
         description="subject (subject-independent folds) | image (MAFER's Oulu-CASIA protocol)")
-    models: list[Literal[RECIPES]] = Field(min_length=1, description="each fine-tuned from models/<name>.pt")
-    init: Literal["pretrained", "scratch"] = Field(description="start from the model file's weights, or its architecture afresh")
-    epochs: int = Field(gt=0)
-    lr: float = Field(gt=0)
-    head_lr: float = Field(gt=0)
-    p: float = Field(ge=0, le=1, description="multires: probability that a training face is degraded")
+    models: list[Literal[RECIPES]] = Field(
+        min_length=1, description="base (from the face model) | multires (from the cr model) | distill "
+                                  "(the distill recipe from the fold's base)")
+    val_fraction: float = Field(gt=0, lt=1, description="share of the fold's training part that validates (MAFER: 0.15)")
+    distill_epochs: tuple[int, int] = Field(description="distill's [step 1, step 2] epochs per fold (its other "
+                                            "settings: the distill section)")
 
 
 class Fold(Section):
@@ -61,59 +66,80 @@ class KfoldTestParams(Section):
     folds: dict[str, Fold] = Field(min_length=1)
 
 
-def fold_rows(data: str | os.PathLike, fold: int, protocol: str, scale: str = "hr"):
-    """(images, labels, role) over all assembled rows; role is train / val / test for this fold."""
-    images, labels, roles, groups = [], [], [], []
+def fold_rows(data: str | os.PathLike, fold: int, protocol: str, val_fraction: float, seed: int,
+              scale: str = "hr") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(images, labels, role) over all assembled rows: test = the held-out fold; of the rest,
+    `val_fraction` validates (whole subjects under the subject protocol, images under the image
+    protocol) and the others train."""
+    images, labels, groups, folds, sources = [], [], [], [], []
     for split in SPLITS:
         x, rows = shards.load_split(data, split, scale)
-        folds = np.array([int(r[f"fold_{protocol}"]) for r in rows])
-        images.append(np.array(x))
+        images.append(np.asarray(x))
         labels.append(np.array([r["label"] for r in rows]))
-        roles.append(np.where(folds == fold, "test", "val" if split == "val" else "train"))
-        groups.append(groups_of([r["subject"] or None for r in rows], [r["sequence"] or None for r in rows]))
-    labels, roles, groups = np.concatenate(labels), np.concatenate(roles), np.concatenate(groups)
-    if not (roles == "val").any():  # every val row fell in the held-out fold: carve one from train
-        train = np.flatnonzero(roles == "train")
-        roles[train[held_out(labels[train], groups[train], 0.15, seed=fold)]] = "val"
-    return np.concatenate(images), labels, roles
+        folds.append(np.array([int(r[f"fold_{protocol}"]) for r in rows]))
+        groups.append(groups_of([r["subject"] or None for r in rows], [r["sequence"] or None for r in rows])
+                      if protocol == "subject" else np.array([f"{split}:{i}" for i in range(len(rows))]))
+    labels, groups, folds = np.concatenate(labels), np.concatenate(groups), np.concatenate(folds)
+    role = np.where(folds == fold, "test", "train").astype(object)
+    rest = np.flatnonzero(role == "train")
+    role[rest[held_out(labels[rest], groups[rest], val_fraction, seed=seed + fold)]] = "val"
+    return np.concatenate(images), labels, role.astype(str)
 
 
-def run_fold(cfg: KfoldTrainParams, seed: int, fold: int, data: str | os.PathLike, models_dir: str | os.PathLike,
-             scales: list[str], kernel: str, n_folds: int, report: str | os.PathLike,
-             confusion_out: str | os.PathLike) -> dict:
+def start_rows(name: str) -> str:
+    """Which data trained the model recipe `name` starts from, before the fold: none of it FER."""
+    return {"base": "identities (face-pretrain)", "multires": "identities (face-pretrain, cr-pretrain)",
+            "distill": "identities + this fold's training part (its base)"}[name]
+
+
+def validation_at_scales(x: np.ndarray, y: np.ndarray, scales: list[str], kernel: str) -> tuple[np.ndarray, np.ndarray]:
+    """Val faces at full resolution and at every scale (distill keeps the epoch best across them)."""
+    sets = [x] + [degrade(np.ascontiguousarray(x), s, kernel) for s in scales]
+    return np.concatenate(sets), np.tile(y, len(sets))
+
+
+def train_fold_model(name: str, cfg: KfoldTrainParams, distill_cfg: distill.DistillParams | None,
+                     starts: dict[str, str], train, val, norm: tuple, n_classes: int, scales: list[str],
+                     kernel: str, seed: int, device: torch.device, trained: dict) -> torch.nn.Module:
+    """The fold's model for recipe `name`; `trained` keeps the fold's base for distill's teacher."""
+    if name == "distill":
+        base = trained.get("base") or train_fold_model("base", cfg, None, starts, train, val, norm, n_classes,
+                                                      scales, kernel, seed, device, trained)
+        student, teacher = copy.deepcopy(base), copy.deepcopy(base).eval().requires_grad_(False)
+        distill.distill_steps(distill_cfg, student, teacher, train, validation_at_scales(*val, scales, kernel),
+                              norm, n_classes, list(distill_cfg.scales or scales), distill_cfg.kernel or kernel,
+                              seed=seed, run_hash="", epochs=tuple(cfg.distill_epochs))
+        return student
+    model, _ = checkpoint.load_backbone(starts[name], n_classes, device, cfg.channels_last)
+    finetune(model, cfg, train, val, norm, n_classes, seed=seed, run_hash="", resume=None, live_dir=None,
+             desc=f"fold {name}")
+    trained[name] = model
+    return model
+
+
+def run_fold(cfg: KfoldTrainParams, seed: int, fold: int, data: str | os.PathLike, face: str | os.PathLike,
+             cr: str | os.PathLike, distill_cfg: distill.DistillParams | None, scales: list[str], kernel: str,
+             n_folds: int, report: str | os.PathLike, confusion_out: str | os.PathLike) -> dict:
     if not 0 <= fold < n_folds:
         raise ParamsError(f"kfold_test.folds: fold {fold} out of range: assemble.folds is {n_folds}")
     seed_everything(seed + fold)
     device = pick_device(cfg.device)
     stats = shards.read_stats(data)
     classes = stats["classes"]
-    x, y, role = fold_rows(data, fold, cfg.protocol)
-    tests = {s: fold_rows(data, fold, cfg.protocol, s)[0][role == "test"] for s in ["hr", *scales]}
-    y_test = y[role == "test"]
-    if len(y_test) == 0:
+    x, y, role = fold_rows(data, fold, cfg.protocol, cfg.val_fraction, seed)
+    if not (role == "test").any():
         raise InputError(f"{data}: fold {fold} holds no rows under protocol {cfg.protocol!r}")
-    class_weight = loop.class_weights(y[role == "train"], len(classes)).to(device) if cfg.class_weighted else None
-    metrics, matrices = {}, {}
+    tests = {s: fold_rows(data, fold, cfg.protocol, cfg.val_fraction, seed, s)[0][role == "test"] for s in ["hr", *scales]}
+    y_test = y[role == "test"]
+    starts = {"base": face, "multires": cr}
+    for name in {"base", "multires"} & set(cfg.models):
+        check_input(checkpoint.load(starts[name])["meta"], stats, starts[name])
+    norm = norm_stats(cfg.normalize, cfg.mean, cfg.std, stats)   # MAFER centres by the FER data's mean
+    metrics, matrices, trained = {}, {}, {}
+    train, val = (x[role == "train"], y[role == "train"]), (x[role == "val"], y[role == "val"])
     for name in cfg.models:
-        model, meta = checkpoint.load_model(Path(models_dir) / f"{name}.pt", device, cfg.channels_last)
-        if cfg.init == "scratch":
-            model = build(meta["arch"], num_classes=len(classes), in_chans=meta["channels"],
-                          image_size=meta["size"], **meta["options"])
-            to_device(model, device, cfg.channels_last)
-        norm = (meta["mean"], meta["std"])
-        mean, std = stats_tensors(*norm, device)
-        augment_gen = torch.Generator(device=device).manual_seed(seed + 100 * fold + 1)
-        scale_gen = torch.Generator().manual_seed(seed + 100 * fold + 2)
-        multi = name == "multires"  # keep the multi-resolution augmentation for the multires model
-        loss_fn = losses.ce_loss(mean, std, cfg.augment, augment_gen, weight=class_weight,
-                                 scales=scales if multi else None, p=functools.partial(constant, cfg.p),
-                                 scale_gen=scale_gen, kernel=meta.get("kernel", kernel))
-        loader = ArrayLoader(x[role == "train"], y[role == "train"], cfg.batch_size, device,
-                             seed=seed + fold, on_device=cfg.on_device)
-        loop.fit(model, loader, x[role == "val"], y[role == "val"], cfg, epochs=cfg.epochs, lr=cfg.lr,
-                 head_lr=cfg.head_lr, loss_fn=loss_fn, norm=norm,
-                 generators={"augment": augment_gen, "scales": scale_gen}, run_hash="", resume_path=None,
-                 live_dir=None, n_classes=len(classes), desc=f"fold {fold} {name}")
+        model = train_fold_model(name, cfg, distill_cfg, starts, train, val, norm, len(classes), scales,
+                                 kernel, seed + 100 * fold, device, trained)
         metrics[name], matrices[name] = {}, {}
         for scale, images in tests.items():
             predicted = infer(model, images, *norm, device=device).argmax(1).numpy()
@@ -121,11 +147,7 @@ def run_fold(cfg: KfoldTrainParams, seed: int, fold: int, data: str | os.PathLik
             warn_if_collapsed(metrics[name][scale], f"fold {fold} {name} at {scale}", classes)
             matrices[name][scale] = confusion(y_test, predicted, len(classes)).tolist()
         log.info("fold %d %s accuracy: %s", fold, name, {s: m["accuracy"] for s, m in metrics[name].items()})
-    write_json(report, {"fold": fold, "protocol": cfg.protocol, "init": cfg.init, "metrics": metrics})
+    write_json(report, {"fold": fold, "protocol": cfg.protocol, "starts": {m: start_rows(m) for m in cfg.models},
+                        "rows": {r: int((role == r).sum()) for r in ("train", "val", "test")}, "metrics": metrics})
     write_json(confusion_out, {"classes": classes, "confusion": matrices})
     return metrics
-
-
-def constant(p: float, epoch: int) -> float:
-    """The degradation probability, the same every epoch."""
-    return p

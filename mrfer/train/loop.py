@@ -35,18 +35,41 @@ log = logging.getLogger(__name__)
 
 
 
+class Plateau(Section):
+    """ReduceLROnPlateau's settings (read whatever `scheduler` is, so a preset can switch to it)."""
+
+    monitor: Literal["loss", "accuracy"] = Field(description="val loss (min) | val accuracy (max, MAFER step 2)")
+    factor: float = Field(gt=0, lt=1, description="lr multiplier on a plateau (MAFER: 0.5 step 1, 0.1 step 2)")
+    patience: int = Field(ge=0, description="epochs without improvement before the lr drops (MAFER: 10)")
+    threshold: float = Field(ge=0, description="relative improvement that counts (MAFER: 0.1 step 1, 0.001 step 2)")
+
+
+class StepSchedule(Section):
+    """StepLR's settings (the VGG-Face fine-tune: x0.1 every 20 epochs)."""
+
+    step_size: int = Field(gt=0, description="epochs between lr drops")
+    gamma: float = Field(gt=0, le=1, description="lr multiplier at each drop")
+
+
 class LoopParams(Section):
     """The keys the loop itself reads; each recipe's section adds its own (epochs, lrs, ...)."""
 
     batch_size: int = Field(gt=0, description="training batch size (per process under DDP)")
-    optimizer: Literal["adam", "adamw", "sgd"] = Field(description="sgd: momentum 0.9, Nesterov")
+    optimizer: Literal["adam", "adamw", "sgd"] = Field(description="adam | adamw | sgd (momentum, nesterov below)")
+    momentum: float = Field(ge=0, lt=1, description="sgd's momentum (MAFER step 1: 0.9)")
+    nesterov: bool = Field(description="sgd: Nesterov momentum (MAFER step 1: false)")
     weight_decay: float = Field(ge=0)
-    scheduler: Literal["cosine", "plateau", "none"] = Field(
-        description="cosine over the epochs | plateau: x0.1 after 3 epochs without val-loss gain | none")
+    scheduler: Literal["cosine", "plateau", "step", "none"] = Field(
+        description="cosine over the epochs | plateau: ReduceLROnPlateau as `plateau` says | step: StepLR as "
+                    "`step` says | none")
+    plateau: Plateau
+    step: StepSchedule
     patience: int = Field(ge=0, description="early stop after this many epochs without val-accuracy gain (0: off)")
     restore_best: bool = Field(description="end with the weights of the best val-accuracy epoch")
     amp: bool = Field(description="CUDA only: bf16 autocast where supported (fp16 + loss scaling otherwise)")
     device: Device
+    memory_budget_gb: float = Field(gt=0, description="a memory-mapped training split larger than this (GiB) is "
+                                                      "streamed from disk by a reader thread, not read into RAM")
 
 
 class TrainParams(LoopParams):
@@ -92,11 +115,12 @@ def make_optimizer(model: torch.nn.Module, cfg: LoopParams, lr: float, head_lr: 
     head_ids = {id(p) for p in model.head.parameters()}
     groups = [{"params": [p for p in model.parameters() if id(p) not in head_ids], "lr": lr},
               {"params": list(model.head.parameters()), "lr": head_lr}]
+    momentum, nesterov = cfg.momentum, cfg.nesterov   # read for every optimizer: each key is always read
     if cfg.optimizer == "adam":
         return torch.optim.Adam(groups, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(groups, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(groups, momentum=momentum, nesterov=nesterov, weight_decay=cfg.weight_decay)
 
 
 def constrain_after_step(model: torch.nn.Module, optimizer, args, kwargs) -> None:
@@ -105,10 +129,17 @@ def constrain_after_step(model: torch.nn.Module, optimizer, args, kwargs) -> Non
 
 
 def make_scheduler(optimizer, cfg: LoopParams, epochs: int):
+    p = cfg.plateau   # every key read whatever the scheduler, so the params trace stays exact
+    plateau = {"monitor": p.monitor, "factor": p.factor, "patience": p.patience, "threshold": p.threshold}
+    step_size, gamma = cfg.step.step_size, cfg.step.gamma
+    if cfg.scheduler == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma)
     if cfg.scheduler == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs))
     if cfg.scheduler == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.1, patience=3)
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max" if plateau["monitor"] == "accuracy" else "min", factor=plateau["factor"],
+            patience=plateau["patience"], threshold=plateau["threshold"])
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
 
 
@@ -149,6 +180,7 @@ def fit(model: torch.nn.Module, loader: ArrayLoader, val_images: np.ndarray, val
         n_classes: int, rank: int = 0, world_size: int = 1, desc: str = "train") -> list[dict]:
     """Train `model` in place; returns the per-epoch history (loss, accuracies, lr)."""
     device = loader.device
+    loader.set_memory_budget(cfg.memory_budget_gb)
     if len(val_images) == 0 or len(loader) == 0:
         raise ValueError(f"{desc}: empty {'validation' if len(val_images) == 0 else 'training'} set "
                          f"({len(loader.images)} training rows, batch size {loader.batch_size})")
@@ -200,7 +232,10 @@ def fit(model: torch.nn.Module, loader: ArrayLoader, val_images: np.ndarray, val
         val_loss = float(F.cross_entropy(val_logits, torch.as_tensor(val_labels, dtype=torch.long)))
         val = summarize(val_labels, val_logits.argmax(1).numpy(), n_classes)
         lr = optimizer.param_groups[0]["lr"]
-        scheduler.step(val_loss) if cfg.scheduler == "plateau" else scheduler.step()
+        if cfg.scheduler == "plateau":
+            scheduler.step(val["accuracy"] if cfg.plateau.monitor == "accuracy" else val_loss)
+        else:
+            scheduler.step()
         row = {"epoch": epoch + 1, "train_loss": round(total_loss / max(seen, 1), 5),
                "train_accuracy": round(correct / max(seen, 1), 4), "val_loss": round(val_loss, 5),
                "val_accuracy": val["accuracy"], "val_average_accuracy": val["average_accuracy"], "lr": lr}

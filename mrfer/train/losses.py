@@ -32,3 +32,16 @@ def ce_loss(mean: torch.Tensor, std: torch.Tensor, augment: Augment, augment_gen
     """A `loss_fn` for `loop.fit`; `options` are `cross_entropy_step`'s keyword arguments."""
     return functools.partial(cross_entropy_step, mean=mean, std=std, augment=augment, augment_gen=augment_gen,
                              **options)
+
+
+def cross_resolution_loss(student_net, teacher: torch.nn.Module, x_hr: torch.Tensor, x_lr: torch.Tensor,
+                          labels: torch.Tensor, weight: float,
+                          class_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """CE(student(x_lr)) + weight * MSE(student features(x_lr), teacher features(x_hr)).
+
+    `x_hr`/`x_lr` are normalised inputs; the teacher is frozen, so only the student learns."""
+    with torch.no_grad():
+        target = teacher.features(x_hr)
+    logits, features = student_net(x_lr)
+    loss = F.cross_entropy(logits, labels, weight=class_weight) + weight * F.mse_loss(features.float(), target.float())
+    return loss, logits

@@ -8,7 +8,9 @@ CSV release (`fer2013.tar.gz` from Kaggle, or the competition's `icml_face_data.
 
     `icml_face_data.csv` has the header `emotion, Usage, pixels` (other order, leading
     spaces); columns are matched by name, spaces ignored. Usage is Training / PublicTest /
-    PrivateTest -> train / val / test (`public_test: test` makes PublicTest a test split too).
+    PrivateTest -> train / val / test. `public_test` places PublicTest: `val` (default), `test`
+    (a test split too) or `train` (trained on, as the VGG-Face fine-tune of XiaoYee/emotion_classification
+    did: Training + PublicTest for training, PrivateTest for testing).
     Emotion codes 0..6: angry, disgust, fear, happy, sad, surprise, neutral.
 
 Image-folder release (Kaggle "fer2013" images):
@@ -47,7 +49,7 @@ CSV_CANDIDATES = ("fer2013.csv", "fer2013/fer2013.csv", "icml_face_data.csv")
 SIDE = 48
 N_PIXELS = SIDE * SIDE
 USAGE_SPLITS = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}
-PUBLIC_TEST_MODES = ("val", "test")
+PUBLIC_TEST_MODES = ("val", "test", "train")
 LAYOUTS = ("auto", "csv", "folders")
 DUPLICATE_MODES = ("keep", "drop_from_eval")
 SPLIT_ORDER = ("train", "val", "test")   # so a repeat is reported in the later split
@@ -64,9 +66,7 @@ def find_csv(root: Path) -> Path | None:
 def usage_split(usage: str, public_test: str) -> str | None:
     """train / val / test for a Usage value, None if the value is not one of FER2013's."""
     split = USAGE_SPLITS.get(usage.strip())
-    if split == "val" and public_test == "test":
-        return "test"
-    return split
+    return public_test if split == "val" else split
 
 
 def first_non_integer(tokens: list[str]) -> str:

@@ -24,12 +24,13 @@ class Reader:
     defaults: dict[str, Any]
     doc: str
     choices: dict[str, tuple] = field(default_factory=dict)   # option -> its allowed values
+    task: str = "expression"   # expression (labels are mrfer.data.labels indices) | identity (labels are identities)
 
 
 READERS: dict[str, Reader] = {}
 
 
-def register(name: str, *, choices: dict[str, tuple] | None = None,
+def register(name: str, *, choices: dict[str, tuple] | None = None, task: str = "expression",
              **defaults: Any) -> Callable[[ReaderFn], ReaderFn]:
     """Register a reader with its option defaults; `choices` lists the allowed values of
     options that take one of a few (each default must be one of them)."""
@@ -38,14 +39,14 @@ def register(name: str, *, choices: dict[str, tuple] | None = None,
         assert defaults.get(option) in values, f"{name}: default of {option} is not one of {values}"
 
     def wrap(fn: ReaderFn) -> ReaderFn:
-        READERS[name] = Reader(name, fn, defaults, (fn.__doc__ or "").strip(), choices)
+        READERS[name] = Reader(name, fn, defaults, (fn.__doc__ or "").strip(), choices, task)
         return fn
     return wrap
 
 
-def available() -> list[str]:
-    """Names of every registered reader."""
-    return sorted(READERS)
+def available(task: str = "expression") -> list[str]:
+    """Names of the registered readers of `task`: expression (FER) or identity (face recognition)."""
+    return sorted(name for name, reader in READERS.items() if reader.task == task)
 
 
 def get(name: str) -> Reader:

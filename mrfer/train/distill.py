@@ -1,0 +1,145 @@
+"""distill: our cross-resolution recipe, a variant of MAFER's (mrfer.train.cr + multires), not it.
+
+Where MAFER distils on face-recognition data from the face model and then fine-tunes on FER at
+full resolution, distill works on the FER data alone, from the FER base model:
+Step 1 (cross-resolution distillation): a student initialised from the base model sees each
+training face, with probability p, degraded on the device to a random lower resolution; the loss
+is cross-entropy on the expression + lambda * MSE(student features of the degraded face, the
+frozen base teacher's features of the same face at full resolution).
+Step 2: fine-tune on the labels, the multi-resolution augmentation kept.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from mrfer.data import shards
+from mrfer.data.degrade import KERNELS, Scale, degrade_mixed
+from mrfer.infer import pick_device, seed_everything, test_at_scales
+from mrfer.io import write_json
+from mrfer.nets import checkpoint
+from mrfer.train import losses, loop
+from mrfer.train.loader import ArrayLoader
+from mrfer.transforms import augment, normalize, random_scales, stats_tensors
+
+log = logging.getLogger(__name__)
+
+
+
+class DistillParams(loop.TrainParams):
+    """`distill`: cross-resolution distillation from the frozen FER base on the FER data, then the
+    fine-tune with multi-resolution augmentation kept."""
+
+    seed: int
+    step1_epochs: int = Field(ge=0, description="cross-resolution step (teacher = the frozen base)")
+    step2_epochs: int = Field(ge=0, description="fine-tune on the labels, degraded faces kept")
+    lr: float = Field(gt=0, description="step 1 backbone learning rate")
+    head_lr: float = Field(gt=0, description="step 1 head learning rate")
+    step2_lr: float | None = Field(gt=0, description="step 2 backbone learning rate (null: lr)")
+    step2_head_lr: float | None = Field(gt=0, description="step 2 head learning rate (null: head_lr)")
+    scales: list[Scale] | None = Field(min_length=1, description="scales drawn for degraded faces (null: downsample.scales)")
+    kernel: Literal[KERNELS] | None = Field(description="degradation kernel (null: downsample.kernel)")
+    p: float = Field(ge=0, le=1, description="probability that a training face is degraded")
+    p_end: float | None = Field(ge=0, le=1, description="grow p linearly to this over each step (null: constant)")
+    lambda_: float = Field(alias="lambda", ge=0, description="weight of the feature MSE to the teacher")
+
+
+def probability(epoch: int, p: float, p_end: float | None, epochs: int) -> float:
+    """p, optionally growing linearly to p_end over the step's epochs."""
+    if p_end is None or epochs <= 1:
+        return float(p)
+    return float(p + (p_end - p) * epoch / (epochs - 1))
+
+
+def cross_resolution_step(net, xb: torch.Tensor, yb: torch.Tensor, epoch: int, *, teacher: torch.nn.Module,
+                          mean: torch.Tensor, std: torch.Tensor, augment_cfg, augment_gen: torch.Generator,
+                          scales: list[str], p, scale_gen: torch.Generator, kernel: str, weight: float,
+                          class_weight: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Step 1's `loss_fn`: augment, degrade with probability p(epoch), then `cross_resolution_loss`."""
+    x_hr = augment(xb, augment_cfg, augment_gen)
+    x_lr = degrade_mixed(x_hr, random_scales(len(xb), scales, p(epoch), scale_gen), kernel)
+    return losses.cross_resolution_loss(net, teacher, normalize(x_hr, mean, std), normalize(x_lr, mean, std),
+                                 yb, weight, class_weight)
+
+
+def validation_set(data: str | os.PathLike, scales: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Val rows at every resolution at once, so early stopping / best-epoch restore pick the model
+    that is best across resolutions, not the one that is best at full resolution only."""
+    val_sets = [shards.load_xy(data, "val", s) for s in ["hr", *scales]]
+    return np.concatenate([x for x, _ in val_sets]), np.concatenate([y for _, y in val_sets])
+
+
+def distill_steps(cfg: DistillParams, student: torch.nn.Module, teacher: torch.nn.Module,
+                  train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], norm: tuple,
+                  n_classes: int, train_scales: list[str], kernel: str, *, seed: int, run_hash: str,
+                  resume_dir: str | os.PathLike | None = None, live_dir: str | None = None,
+                  rank: int = 0, world: int = 1, epochs: tuple[int, int] | None = None) -> dict[str, list[dict]]:
+    """Steps 1 and 2 on `student` in place (the frozen `teacher` is the base model); the history.
+    `epochs` replaces (step1_epochs, step2_epochs) (k-fold runs shorter steps)."""
+    device = next(student.parameters()).device
+    mean, std = stats_tensors(*norm, device)
+    augment_gen = torch.Generator(device=device).manual_seed(seed + 1)
+    scale_gen = torch.Generator().manual_seed(seed + 2)
+    class_weight = loop.class_weights(train[1], n_classes).to(device) if cfg.class_weighted else None
+    shared = dict(mean=mean, std=std, augment_gen=augment_gen, scales=train_scales, scale_gen=scale_gen,
+                  kernel=kernel)
+    history = {}
+    step_epochs = epochs or (cfg.step1_epochs, cfg.step2_epochs)
+    for step, epochs, lr, head_lr in ((1, step_epochs[0], cfg.lr, cfg.head_lr),
+                                      (2, step_epochs[1], cfg.step2_lr or cfg.lr, cfg.step2_head_lr or cfg.head_lr)):
+        if epochs <= 0:
+            continue
+        p = functools.partial(probability, p=cfg.p, p_end=cfg.p_end, epochs=epochs)
+        if step == 1:
+            loss_fn = functools.partial(cross_resolution_step, teacher=teacher, augment_cfg=cfg.augment, p=p,
+                                        weight=cfg.lambda_, class_weight=class_weight, **shared)
+        else:  # labels only, multi-resolution augmentation kept
+            loss_fn = losses.ce_loss(augment=cfg.augment, p=p, weight=class_weight, **shared)
+        loader = ArrayLoader(*train, cfg.batch_size, device, seed=seed + step, rank=rank, world_size=world,
+                             on_device=cfg.on_device)
+        history[f"step{step}"] = loop.fit(
+            student, loader, *val, cfg, epochs=epochs, lr=lr, head_lr=head_lr, loss_fn=loss_fn,
+            norm=norm, generators={"augment": augment_gen, "scales": scale_gen}, run_hash=f"{run_hash}-step{step}",
+            resume_path=f"{resume_dir}/distill_step{step}.pt" if resume_dir else None,
+            live_dir=f"{live_dir}/step{step}" if live_dir else None, n_classes=n_classes,
+            rank=rank, world_size=world, desc=f"distill step {step}")
+    return history
+
+
+def fit_distill(cfg: DistillParams, data: str | os.PathLike, base: str | os.PathLike,
+                out: str | os.PathLike, report: str | os.PathLike, scales: list[str], kernel: str,
+                live_dir: str | None, resume_dir: str | os.PathLike | None) -> dict:
+    seed_everything(cfg.seed)
+    rank, world, local_rank = loop.distributed()
+    device = pick_device(cfg.device, local_rank)
+    train_scales = list(cfg.scales or scales)
+    kernel = cfg.kernel or kernel
+    student, meta = checkpoint.load_model(base, device, cfg.channels_last)
+    teacher, _ = checkpoint.load_model(base, device, cfg.channels_last)
+    teacher.eval().requires_grad_(False)
+    stats = shards.read_stats(data)
+    norm = (meta["mean"], meta["std"])  # the base model's own normalisation, not re-derived
+    classes = meta["classes"]
+    run_hash = checkpoint.params_hash("distill", cfg.model_dump(by_alias=True), stats,
+                                      meta["params_hash"], train_scales, kernel, world)
+    history = distill_steps(cfg, student, teacher, shards.open_xy(data, "train"), validation_set(data, scales),
+                            norm, len(classes), train_scales, kernel, seed=cfg.seed, run_hash=run_hash,
+                            resume_dir=resume_dir, live_dir=live_dir, rank=rank, world=world)
+    if rank != 0:
+        return {}
+    new_meta = {**{k: v for k, v in meta.items() if k != "versions"}, "params_hash": run_hash,
+                "stage": "distill", "base_params_hash": meta["params_hash"],
+                "train_scales": train_scales, "kernel": kernel}
+    checkpoint.save_model(out, student, new_meta)
+    result = {"val": {k: v[-1] for k, v in history.items() if v},
+              "test": test_at_scales(student, data, scales, norm, device, classes, "distill"),
+              "params_hash": run_hash, "seed": cfg.seed}
+    write_json(report, result)
+    log.info("distill test accuracy per scale: %s", {s: m["accuracy"] for s, m in result["test"].items()})
+    return result
