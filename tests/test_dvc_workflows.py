@@ -260,7 +260,7 @@ def test_ssh_remote_push_then_pull_into_fresh_clone(origin, sshd, tmp_path):
     add_ssh_remote(origin.repo, sshd, storage)
     # The packed training arrays and the model (the raw synthetic dataset is hundreds of small
     # files: over SFTP they would only make the test slow).
-    targets = ("data/assembled", "models/base.pt")
+    targets = ("data/assembled", "models/face.pt", "models/base.pt")
     try:
         pushed = dvc(origin.repo, "push", "-r", "ssh", *targets)
     except AssertionError as e:

@@ -102,11 +102,11 @@ class PretrainBaseParams(FerFinetuneParams, StartParams):
 def start_model(cfg: StartParams, init_file: str | os.PathLike | None, n_classes: int, stats: dict,
                 device: torch.device, channels_last: bool) -> tuple[torch.nn.Module, str]:
     """The model a fine-tune starts from, and a description of that start for the report."""
-    arch, options = cfg.arch, dict(cfg.arch_options)
+    arch, options, weights = cfg.arch, dict(cfg.arch_options), cfg.weights   # null unless init: imported
     if cfg.init in ("scratch", "imported"):
         model = build(arch, num_classes=n_classes, in_chans=stats["channels"], image_size=stats["size"][0], **options)
         if cfg.init == "imported":
-            import_weights(model, cfg.weights.kind, cfg.weights.path)
+            import_weights(model, weights.kind, weights.path)
         return to_device(model, device, channels_last), cfg.init
     path = init_file if cfg.init == "face" else cfg.init
     model, meta = checkpoint.load_backbone(path, n_classes, device, channels_last)
