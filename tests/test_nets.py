@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from mrfer import nets
-from mrfer.nets.covpool import (EIG_CEILING, BiMap, CenterLoss, covariance_pool, per_image_standardization,
+from mrfer.train.losses import CenterLoss
+from mrfer.nets.covpool import (EIG_CEILING, BiMap, covariance_pool, per_image_standardization,
                                 rectified_log, retract_after_step)
 
 NUM_CLASSES = 7

@@ -87,6 +87,13 @@ VGGFACE = {"init": "imported", "arch": "vggface", "arch_options": {"width": 1.0}
            "lr": 1e-3, "head_lr": 1e-3, "weight_decay": 5e-4, "scheduler": "step",
            "step": {"step_size": 20, "gamma": 0.1}, "restore_best": True, "normalize": "mean_std",
            "mean": [round(0.507395516207 * 255, 3)], "std": [round(0.255128989415 * 255, 3)]}
+# CovPoolFER conv_feature_pooling/train.sh, data/learning_rate.txt, framework.trainspd
+COVPOOLFER = {"init": "scratch", "arch": "covpool", "arch_options": {}, "batch_size": 128, "optimizer": "adam",
+              "adam_eps": 0.1, "lr": 0.005, "head_lr": 0.005, "weight_decay": 0.05, "decay_on": "weights",
+              "scheduler": "piecewise",
+              "piecewise": {"epochs": [80, 150, 250, 350, 1000], "factors": [0.4, 0.2, 0.1, 0.02, 0.002]},
+              "center_loss": {"weight": 0.01, "update": "optimizer", "alpha": 0.9}, "restore_best": False,
+              "class_weighted": False}
 PUBLISHED = {
     "mafer-rafdb": {"extract": {"dataset": "rafdb", "size": 224, "color": "rgb"},
                     "downsample": {"scales": ["8px", "16px", "32px", "64px"], "kernel": "bilinear"},
@@ -99,7 +106,7 @@ PUBLISHED = {
                    "pretrain_base": {**MAFER, "mean": [131.08]}, "assemble": {"folds": 10}},
     "fsrfer-rafdb": {"extract": {"dataset": "rafdb", "size": 100, "color": "rgb"},
                      "downsample": {"scales": ["x2", "x3", "x4", "x5", "x6", "x7", "x8"], "kernel": "matlab"},
-                     "pretrain_base": {"init": "scratch", "arch": "covpool"}, "fsr_train": {"target": "covariance", "blocks": 6}},
+                     "pretrain_base": COVPOOLFER, "fsr_train": {"target": "covariance", "blocks": 6}},
     "baseline-fer2013": {"extract": {"dataset": "fer2013", "size": 48, "color": "gray"},
                          "pretrain_base": {"init": "scratch", "arch": "baseline_cnn", "arch_options": {"width": 1.0}}},
     "vgg16-fer2013": {"extract": {"dataset": "fer2013", "size": 224},

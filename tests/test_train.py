@@ -71,8 +71,16 @@ def test_same_seed_same_metrics_and_weights(data, tmp_path):
     assert any(not torch.equal(wa[k], wc[k]) for k in wa)
 
 
-def test_killed_run_resumes_to_identical_weights(data, tmp_path, monkeypatch):
-    run_base(data, tmp_path / "straight", live_dir=str(tmp_path / "straight" / "live"))
+# CovPoolFER's recipe: the centre loss's centres, the per-group decay and the piecewise lr resume too
+COVPOOLFER_RECIPE = {"adam_eps": 0.1, "decay_on": "weights", "scheduler": "piecewise",
+                     "piecewise": {"epochs": [2], "factors": [0.5]},
+                     "center_loss": {"weight": 0.01, "update": "optimizer", "alpha": 0.9}}
+
+
+@pytest.mark.parametrize("recipe", [{}, COVPOOLFER_RECIPE], ids=["default", "covpoolfer"])
+def test_killed_run_resumes_to_identical_weights(data, tmp_path, monkeypatch, recipe):
+    cfg = tiny_cfg(**recipe)
+    run_base(data, tmp_path / "straight", cfg, live_dir=str(tmp_path / "straight" / "live"))
     real_save, calls = checkpoint.save, []
 
     def save_then_die(path, payload):
@@ -84,12 +92,12 @@ def test_killed_run_resumes_to_identical_weights(data, tmp_path, monkeypatch):
     monkeypatch.setattr(checkpoint, "save", save_then_die)
     live = tmp_path / "killed" / "live"
     with pytest.raises(KeyboardInterrupt):
-        run_base(data, tmp_path / "killed", live_dir=str(live))
+        run_base(data, tmp_path / "killed", cfg, live_dir=str(live))
     monkeypatch.setattr(checkpoint, "save", real_save)
     assert checkpoint.load(tmp_path / "killed" / "resume.pt")["state"]["epoch"] == 2
     assert not (tmp_path / "killed" / "base.pt").exists()
     shutil.rmtree(live)  # as DVC does with a stage's outputs before running it again
-    run_base(data, tmp_path / "killed", live_dir=str(live))
+    run_base(data, tmp_path / "killed", cfg, live_dir=str(live))
     ws, wk = weights(tmp_path / "straight" / "base.pt"), weights(tmp_path / "killed" / "base.pt")
     assert all(torch.equal(ws[k], wk[k]) for k in ws)
     # the training curves hold every epoch once, as if the run had never stopped

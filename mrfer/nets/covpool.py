@@ -17,7 +17,8 @@ one; conv and fc weights start truncated-normal with std 0.1; BN decay 0.995, ep
 W stays on the Stiefel manifold as framework.py's `trainspd` keeps it: its gradient is
 projected onto the tangent space (`rgrad = egrad - W sym(W^T egrad)`, done in backward here) and
 after each optimiser step W is replaced by the Q of its QR decomposition (`retract_after_step`).
-Training recipe parts live outside the net: `CenterLoss` (weight 0.01) and the step hook.
+Training recipe parts live outside the net: the centre loss (`mrfer.train.losses.CenterLoss`,
+`center_loss.weight` 0.01) and the step hook.
 
 `variant: mrfer_small` keeps the CPU-friendly geometry this repo had: stride 4 (more positions
 at 48-64 px) and a 1x1 projection (no ReLU) to `cov_channels`, then the same covariance, BiMap
@@ -348,41 +349,6 @@ def _check_options(variant: str, cov_channels: int, bimap_dim: int, hidden_dim: 
         raise ValueError(f"covpool: eps must be > 0, got {eps}")
     if not 0 <= dropout < 1:
         raise ValueError(f"covpool: dropout must be in [0, 1), got {dropout}")
-
-
-class CenterLoss(nn.Module):
-    """Centre loss (Wen et al., ECCV 2016) on the embedding, as CovPoolFER's train.py adds it to
-    the cross-entropy with --center_loss_factor 1e-2: mean over batch and dimensions of
-    (f - c_y)^2, centres starting at zero.
-
-    update="optimizer": the centres are a parameter moved by this loss's gradient -- what
-        CovPoolFER's code does: framework.center_loss's `scatter_sub` update is never run (no
-        fetched op depends on it), but `trainspd` passes tf.global_variables() to
-        compute_gradients, so Adam updates the non-trainable centres. Add
-        `center_loss.parameters()` to the optimiser (no weight decay: slim regularises weights only).
-    update="moving": c_y <- c_y - (1 - alpha) (c_y - f) after each training batch, a buffer
-        (the paper's rule, framework.center_loss's scatter_sub with --center_loss_alfa 0.9).
-    """
-
-    def __init__(self, num_classes: int, dim: int, update: Literal["optimizer", "moving"],
-                 alpha: float = 0.9):
-        super().__init__()
-        if update not in ("optimizer", "moving"):
-            raise ValueError(f"CenterLoss update must be 'optimizer' or 'moving', got {update!r}")
-        self.update, self.alpha = update, alpha
-        centers = torch.zeros(num_classes, dim)
-        if update == "optimizer":
-            self.centers = nn.Parameter(centers)
-        else:
-            self.register_buffer("centers", centers)
-
-    def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        centers = self.centers[labels]
-        loss = (features.float() - centers).pow(2).mean()
-        if self.update == "moving" and self.training:
-            with torch.no_grad():  # scatter_sub: a class seen twice in a batch moves twice
-                self.centers.index_add_(0, labels, (1 - self.alpha) * (features.detach().float() - centers))
-        return loss
 
 
 @register("covpool")

@@ -37,6 +37,16 @@ class Weights(Section):
     path: str = Field(min_length=1, description="a local file (models/imported/...); nothing is downloaded")
 
 
+class CenterLossParams(Section):
+    """The centre loss on the embedding (CovPoolFER's train.sh: --center_loss_factor 1e-2)."""
+
+    weight: float = Field(ge=0, description="its weight beside the cross-entropy (0: off; CovPoolFER: 0.01)")
+    update: Literal["optimizer", "moving"] = Field(
+        description="optimizer: the optimiser moves the centres (what CovPoolFER's code does) | moving: "
+                    "c_y -= (1 - alpha)(c_y - f) each batch (the centre-loss paper's rule)")
+    alpha: float = Field(gt=0, lt=1, description="update: moving's rate (CovPoolFER's --center_loss_alfa 0.9)")
+
+
 class FinetuneParams(loop.TrainParams):
     """A fine-tune on the labels at full resolution (MAFER step 2: Adam, backbone 1e-4, head 1e-2,
     weight decay 1e-4, class-weighted cross-entropy, plateau on val accuracy, mean-centred input)."""
@@ -47,6 +57,7 @@ class FinetuneParams(loop.TrainParams):
     normalize: Literal["mean", "mean_std"] = Field(description="mean: centre only (MAFER) | mean_std")
     mean: list[float] | None = Field(description="a published dataset mean (0..255 per channel); null: measured")
     std: list[float] | None = Field(description="a published std; null: measured")
+    center_loss: CenterLossParams
 
 
 class FerFinetuneParams(FinetuneParams):
@@ -134,12 +145,22 @@ def finetune(model: torch.nn.Module, cfg: FinetuneParams, train: tuple[np.ndarra
     mean, std = stats_tensors(*norm, device)
     augment_gen = torch.Generator(device=device).manual_seed(seed + 1)
     weight = loop.class_weights(train[1], n_classes).to(device) if cfg.class_weighted else None
-    loss_fn = losses.ce_loss(mean, std, cfg.augment, augment_gen, weight=weight)
+    center = center_loss(cfg.center_loss, n_classes, model.embedding_dim, device)
+    loss_fn = losses.ce_loss(mean, std, cfg.augment, augment_gen, weight=weight, center=center,
+                             center_weight=cfg.center_loss.weight)
     loader = ArrayLoader(*train, cfg.batch_size, device, seed=seed, rank=rank, world_size=world,
                          on_device=cfg.on_device)
     return loop.fit(model, loader, *val, cfg, epochs=cfg.epochs, lr=cfg.lr, head_lr=cfg.head_lr, loss_fn=loss_fn,
                     norm=norm, generators={"augment": augment_gen}, run_hash=run_hash, resume_path=resume,
-                    live_dir=live_dir, n_classes=n_classes, rank=rank, world_size=world, desc=desc)
+                    live_dir=live_dir, n_classes=n_classes, rank=rank, world_size=world, desc=desc, aux=center)
+
+
+def center_loss(cfg: CenterLossParams, n_classes: int, dim: int, device: torch.device) -> losses.CenterLoss | None:
+    """The centre-loss module (centres trained beside the model), or None when its weight is 0."""
+    update, alpha = cfg.update, cfg.alpha   # read even when off: every key is always read
+    if cfg.weight == 0:
+        return None
+    return losses.CenterLoss(n_classes, dim, update=update, alpha=alpha).to(device)
 
 
 def selection_split(cfg: FerFinetuneParams, desc: str) -> str:

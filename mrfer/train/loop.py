@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 from tqdm import tqdm
 
 from mrfer.config import Section
@@ -51,6 +51,30 @@ class StepSchedule(Section):
     gamma: float = Field(gt=0, le=1, description="lr multiplier at each drop")
 
 
+class Piecewise(Section):
+    """A piecewise-constant lr by epoch: from epochs[i] on, lr x factors[i] (CovPoolFER's
+    learning_rate.txt: 0.005 from epoch 0, 0.002 from 80, 0.001 from 150, ...)."""
+
+    epochs: list[int] = Field(min_length=1, description="increasing epochs (>= 1) where the lr changes")
+    factors: list[float] = Field(min_length=1, description="lr multiplier from each of `epochs` on (> 0)")
+
+    @field_validator("factors")
+    @classmethod
+    def _one_factor_per_epoch(cls, factors: list[float], info: ValidationInfo) -> list[float]:
+        epochs = info.data.get("epochs", [])
+        if len(factors) != len(epochs):
+            raise ValueError(f"needs one factor per epoch in `epochs` ({len(epochs)}), got {len(factors)}")
+        if any(f <= 0 for f in factors):
+            raise ValueError("factors must be > 0")
+        if epochs[0] < 1 or any(b <= a for a, b in zip(epochs, epochs[1:])):
+            raise ValueError(f"`epochs` {epochs} must be increasing and >= 1 (epoch 0 runs at lr)")
+        return factors
+
+    def factor(self, epoch: int) -> float:
+        """The multiplier at `epoch` (0-based): the last milestone <= epoch (train.py's rule)."""
+        return next((f for e, f in zip(reversed(self.epochs), reversed(self.factors)) if e <= epoch), 1.0)
+
+
 class LoopParams(Section):
     """The keys the loop itself reads; each recipe's section adds its own (epochs, lrs, ...)."""
 
@@ -58,12 +82,17 @@ class LoopParams(Section):
     optimizer: Literal["adam", "adamw", "sgd"] = Field(description="adam | adamw | sgd (momentum, nesterov below)")
     momentum: float = Field(ge=0, lt=1, description="sgd's momentum (MAFER step 1: 0.9)")
     nesterov: bool = Field(description="sgd: Nesterov momentum (MAFER step 1: false)")
+    adam_eps: float = Field(gt=0, description="adam/adamw's epsilon (PyTorch: 1e-8; CovPoolFER: 0.1)")
     weight_decay: float = Field(ge=0)
-    scheduler: Literal["cosine", "plateau", "step", "none"] = Field(
+    decay_on: Literal["all", "weights"] = Field(
+        description="all: every parameter | weights: conv and fc weights only, not biases, norm layers or "
+                    "BiMap (slim's weights_regularizer, CovPoolFER)")
+    scheduler: Literal["cosine", "plateau", "step", "piecewise", "none"] = Field(
         description="cosine over the epochs | plateau: ReduceLROnPlateau as `plateau` says | step: StepLR as "
-                    "`step` says | none")
+                    "`step` says | piecewise: as `piecewise` says | none")
     plateau: Plateau
     step: StepSchedule
+    piecewise: Piecewise
     patience: int = Field(ge=0, description="early stop after this many epochs without val-accuracy gain (0: off)")
     restore_best: bool = Field(description="end with the weights of the best val-accuracy epoch")
     amp: bool = Field(description="CUDA only: bf16 autocast where supported (fp16 + loss scaling otherwise)")
@@ -110,17 +139,36 @@ def class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
     return torch.tensor(1 - counts / counts.sum(), dtype=torch.float32)
 
 
-def make_optimizer(model: torch.nn.Module, cfg: LoopParams, lr: float, head_lr: float) -> torch.optim.Optimizer:
-    """Backbone and head as separate param groups (MAFER: 1e-4 and 1e-2)."""
+def make_optimizer(model: torch.nn.Module, cfg: LoopParams, lr: float, head_lr: float,
+                   aux: torch.nn.Module | None = None) -> torch.optim.Optimizer:
+    """Backbone and head as separate param groups (MAFER: 1e-4 and 1e-2), each split into decayed and
+    undecayed parameters when `decay_on: weights`; `aux` (the centre loss's centres) joins the
+    backbone's lr without weight decay."""
     head_ids = {id(p) for p in model.head.parameters()}
-    groups = [{"params": [p for p in model.parameters() if id(p) not in head_ids], "lr": lr},
-              {"params": list(model.head.parameters()), "lr": head_lr}]
-    momentum, nesterov = cfg.momentum, cfg.nesterov   # read for every optimizer: each key is always read
+    decayed = {id(p) for p in decayed_parameters(model, cfg.decay_on)}
+    groups = []
+    for group_lr, params in ((lr, [p for p in model.parameters() if id(p) not in head_ids]),
+                             (head_lr, list(model.head.parameters()))):
+        groups.append({"params": [p for p in params if id(p) in decayed], "lr": group_lr,
+                       "weight_decay": cfg.weight_decay})
+        groups.append({"params": [p for p in params if id(p) not in decayed], "lr": group_lr, "weight_decay": 0.0})
+    if aux is not None:
+        groups.append({"params": list(aux.parameters()), "lr": lr, "weight_decay": 0.0})
+    groups = [g for g in groups if g["params"]]
+    momentum, nesterov, eps = cfg.momentum, cfg.nesterov, cfg.adam_eps   # each key is always read
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(groups, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(groups, eps=eps)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(groups, momentum=momentum, nesterov=nesterov, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(groups, eps=eps)
+    return torch.optim.SGD(groups, momentum=momentum, nesterov=nesterov)
+
+
+def decayed_parameters(model: torch.nn.Module, decay_on: str) -> list[torch.nn.Parameter]:
+    """all: every parameter | weights: the `weight` of each conv and linear layer (slim's
+    weights_regularizer; BiMap's W, biases and norm layers are left alone)."""
+    if decay_on == "all":
+        return list(model.parameters())
+    return [m.weight for m in model.modules() if isinstance(m, (torch.nn.modules.conv._ConvNd, torch.nn.Linear))]
 
 
 def constrain_after_step(model: torch.nn.Module, optimizer, args, kwargs) -> None:
@@ -132,6 +180,9 @@ def make_scheduler(optimizer, cfg: LoopParams, epochs: int):
     p = cfg.plateau   # every key read whatever the scheduler, so the params trace stays exact
     plateau = {"monitor": p.monitor, "factor": p.factor, "patience": p.patience, "threshold": p.threshold}
     step_size, gamma = cfg.step.step_size, cfg.step.gamma
+    piecewise = cfg.piecewise
+    if cfg.scheduler == "piecewise":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: piecewise.factor(epoch))
     if cfg.scheduler == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma)
     if cfg.scheduler == "cosine":
@@ -177,15 +228,17 @@ def log_epoch(live, row: dict) -> None:
 def fit(model: torch.nn.Module, loader: ArrayLoader, val_images: np.ndarray, val_labels: np.ndarray,
         cfg: LoopParams, *, epochs: int, lr: float, head_lr: float, loss_fn: LossFn,
         norm: tuple[list, list | None], generators: dict[str, torch.Generator], run_hash: str, resume_path: str | os.PathLike | None, live_dir: str | None,
-        n_classes: int, rank: int = 0, world_size: int = 1, desc: str = "train") -> list[dict]:
-    """Train `model` in place; returns the per-epoch history (loss, accuracies, lr)."""
+        n_classes: int, rank: int = 0, world_size: int = 1, desc: str = "train",
+        aux: torch.nn.Module | None = None) -> list[dict]:
+    """Train `model` in place; returns the per-epoch history (loss, accuracies, lr). `aux` is a
+    loss module with state of its own (the centre loss's centres): optimised and checkpointed too."""
     device = loader.device
     loader.set_memory_budget(cfg.memory_budget_gb)
     if len(val_images) == 0 or len(loader) == 0:
         raise ValueError(f"{desc}: empty {'validation' if len(val_images) == 0 else 'training'} set "
                          f"({len(loader.images)} training rows, batch size {loader.batch_size})")
     warn_few_steps(desc, len(loader), epochs, loader.batch_size)
-    optimizer = make_optimizer(model, cfg, lr, head_lr)
+    optimizer = make_optimizer(model, cfg, lr, head_lr, aux)
     optimizer.register_step_post_hook(functools.partial(constrain_after_step, model))
     scheduler = make_scheduler(optimizer, cfg, epochs)
     use_amp = cfg.amp and device.type == "cuda"
@@ -201,6 +254,8 @@ def fit(model: torch.nn.Module, loader: ArrayLoader, val_images: np.ndarray, val
                         resume_path, saved.get("run_hash"), run_hash)
         else:
             model.load_state_dict(saved["model"])
+            if aux is not None:
+                aux.load_state_dict(saved["aux"])
             optimizer.load_state_dict(saved["optimizer"])
             scheduler.load_state_dict(saved["scheduler"])
             scaler.load_state_dict(saved["scaler"])
@@ -252,6 +307,7 @@ def fit(model: torch.nn.Module, loader: ArrayLoader, val_images: np.ndarray, val
         if rank == 0 and resume_path:
             checkpoint.save(resume_path, {
                 "run_hash": run_hash, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "aux": aux.state_dict() if aux is not None else None,
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                 "rng": rng_state(generators), "state": state})
         if cfg.patience and state["bad_epochs"] >= cfg.patience:

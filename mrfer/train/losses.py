@@ -6,10 +6,11 @@ calls; all state lives in the arguments (no closures)."""
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from typing import Callable, Literal
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from mrfer.transforms import Augment, prepare, random_scales
 
@@ -18,13 +19,18 @@ def cross_entropy_step(net, xb: torch.Tensor, yb: torch.Tensor, epoch: int, *, m
                        std: torch.Tensor, augment: Augment, augment_gen: torch.Generator,
                        weight: torch.Tensor | None = None, scales: list[str] | None = None,
                        p: Callable[[int], float] | None = None, scale_gen: torch.Generator | None = None,
-                       kernel: str = "bicubic_aa") -> tuple[torch.Tensor, torch.Tensor]:
+                       kernel: str = "bicubic_aa", center: CenterLoss | None = None,
+                       center_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Augment on the device, degrade each face to a random scale with probability p(epoch) when
-    `scales` are given (multi-resolution augmentation), then cross-entropy. Returns (loss, logits)."""
+    `scales` are given (multi-resolution augmentation), then cross-entropy, plus `center_weight` x
+    the centre loss of the embedding when `center` is given. Returns (loss, logits)."""
     picks = random_scales(len(xb), scales, p(epoch), scale_gen) if scales else None
     x = prepare(xb, mean, std, augment, augment_gen, picks, kernel)
-    logits, _ = net(x)
-    return F.cross_entropy(logits, yb, weight=weight), logits
+    logits, features = net(x)
+    loss = F.cross_entropy(logits, yb, weight=weight)
+    if center is not None:
+        loss = loss + center_weight * center(features, yb)
+    return loss, logits
 
 
 def ce_loss(mean: torch.Tensor, std: torch.Tensor, augment: Augment, augment_gen: torch.Generator,
@@ -45,3 +51,38 @@ def cross_resolution_loss(student_net, teacher: torch.nn.Module, x_hr: torch.Ten
     logits, features = student_net(x_lr)
     loss = F.cross_entropy(logits, labels, weight=class_weight) + weight * F.mse_loss(features.float(), target.float())
     return loss, logits
+
+
+class CenterLoss(nn.Module):
+    """Centre loss (Wen et al., ECCV 2016) on the embedding, as CovPoolFER's train.py adds it to
+    the cross-entropy with --center_loss_factor 1e-2: mean over batch and dimensions of
+    (f - c_y)^2, centres starting at zero.
+
+    update="optimizer": the centres are a parameter moved by this loss's gradient -- what
+        CovPoolFER's code does: framework.center_loss's `scatter_sub` update is never run (no
+        fetched op depends on it), but `trainspd` passes tf.global_variables() to
+        compute_gradients, so Adam updates the non-trainable centres. Add
+        `center_loss.parameters()` to the optimiser (no weight decay: slim regularises weights only).
+    update="moving": c_y <- c_y - (1 - alpha) (c_y - f) after each training batch, a buffer
+        (the paper's rule, framework.center_loss's scatter_sub with --center_loss_alfa 0.9).
+    """
+
+    def __init__(self, num_classes: int, dim: int, update: Literal["optimizer", "moving"],
+                 alpha: float = 0.9):
+        super().__init__()
+        if update not in ("optimizer", "moving"):
+            raise ValueError(f"CenterLoss update must be 'optimizer' or 'moving', got {update!r}")
+        self.update, self.alpha = update, alpha
+        centers = torch.zeros(num_classes, dim)
+        if update == "optimizer":
+            self.centers = nn.Parameter(centers)
+        else:
+            self.register_buffer("centers", centers)
+
+    def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        centers = self.centers[labels]
+        loss = (features.float() - centers).pow(2).mean()
+        if self.update == "moving" and self.training:
+            with torch.no_grad():  # scatter_sub: a class seen twice in a batch moves twice
+                self.centers.index_add_(0, labels, (1 - self.alpha) * (features.detach().float() - centers))
+        return loss
