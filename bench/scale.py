@@ -7,9 +7,10 @@ A synthetic FER2013-like set (48 px grey, 7 classes, no subjects: every face its
 size. Up to `--extract-max` faces it is written as FER2013's CSV and read by the real `extract`;
 above, the generator writes extract's output arrays directly (drawing 300k faces would measure
 the generator, not mrfer). Then the library functions of downsample and assemble (scales
-`--scales`), the k-fold bookkeeping (both protocols' folds, each fold's roles), one training
-epoch on the memory-mapped training split (the loader's full pass is timed; the network's time is
-measured over `--steps` steps and extrapolated to the epoch), and classify (embeddings timed over
+`--scales`; assemble's note gives its bytes on disk under both `assemble.train_scales`), the
+k-fold bookkeeping (both protocols' folds, each fold's roles), one training epoch on the
+memory-mapped training split (the loader's full pass is timed; the network's time is measured
+over `--steps` steps and extrapolated to the epoch), and classify (embeddings timed over
 `--steps` batches and extrapolated; the SVC fit on synthetic embeddings of the training-set size,
 timed, with the solver params.yaml picks). Each stage runs in its own process: its peak resident
 memory (ru_maxrss, imports included) is its own. Prints a Markdown table with the growth exponent
@@ -87,8 +88,10 @@ def run_stage(stage: str, n: int, work: Path, args) -> dict:
         downsample.downsample(cfg, work / "extracted" / "faces.npy", work / "downsampled")
     elif stage == "assemble":
         cfg = config.load_section(params, "assemble", assemble.AssembleParams)
-        assemble.assemble(cfg, labels.class_names("drop"), args.scales, work / "extracted", work / "downsampled",
-                          work / "assembled", work / "assemble.json")
+        kernel = config.load_section(params, "downsample", downsample.DownsampleParams).kernel
+        assemble.assemble(cfg, labels.class_names("drop"), args.scales, kernel, work / "extracted",
+                          work / "downsampled", work / "assembled", work / "assemble.json")
+        return {"note": assembled_bytes(work / "assembled", len(args.scales), cfg.train_scales)}
     elif stage == "kfold":
         return kfold_bookkeeping(work, config.load_section(params, "assemble", assemble.AssembleParams), shards,
                                  splits)
@@ -99,6 +102,16 @@ def run_stage(stage: str, n: int, work: Path, args) -> dict:
     elif stage == "classify":
         return classify_cost(work, args)
     return {}
+
+
+def assembled_bytes(folder: Path, n_scales: int, train_scales: bool) -> str:
+    """The assembled folder's bytes on disk under the setting run, and under the other one (train's
+    low-resolution copies are each the size of train/hr.npy)."""
+    total = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    train_copies = n_scales * (folder / "train" / "hr.npy").stat().st_size
+    other = total - train_copies if train_scales else total + train_copies
+    return (f"{total / 1e6:.1f} MB on disk with train_scales {str(train_scales).lower()}, "
+            f"{other / 1e6:.1f} MB with {str(not train_scales).lower()}")
 
 
 def kfold_bookkeeping(work: Path, cfg, shards, splits) -> dict:

@@ -1,6 +1,7 @@
-"""assemble: subject-independent train/val/test arrays at every scale, k folds, dataset mean/std.
+"""assemble: subject-independent train/val/test arrays, k folds, dataset mean/std.
 
-Writes --out/<split>/{hr,x2,...}.npy + manifest.csv, --out/stats.json and --report.
+Writes --out/<split>/{hr,x2,...}.npy + manifest.csv (train at hr only unless
+assemble.train_scales), --out/stats.json (with downsample.kernel) and --report.
 """
 import argparse
 
@@ -11,17 +12,17 @@ from mrfer.data import assemble, downsample, extract, labels
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml",
-                        help="section assemble (+ the shared seed), downsample.scales, extract.contempt")
+                        help="section assemble (+ the shared seed), downsample.scales and .kernel, extract.contempt")
     parser.add_argument("--extracted", required=True, help="extracted faces + manifest (data/extracted)")
     parser.add_argument("--downsampled", required=True, help="low-resolution arrays (data/downsampled)")
     parser.add_argument("--out", required=True, help="folder to write (data/assembled)")
     parser.add_argument("--report", required=True, help="assemble report JSON to write (reports/assemble.json)")
     args = parser.parse_args()
     cfg = config.load_section(args.params, "assemble", assemble.AssembleParams)
-    scales = config.load_section(args.params, "downsample", downsample.DownsampleParams).scales
+    low = config.load_section(args.params, "downsample", downsample.DownsampleParams)
     contempt = config.load_section(args.params, "extract", extract.ExtractParams).contempt
     classes = list(labels.class_names(contempt))
-    assemble.assemble(cfg, classes, scales, args.extracted, args.downsampled, args.out, args.report)
+    assemble.assemble(cfg, classes, low.scales, low.kernel, args.extracted, args.downsampled, args.out, args.report)
 
 
 if __name__ == "__main__":

@@ -56,6 +56,19 @@ def test_more_downsampling_loses_more_detail():
     assert errors[0] > 0
 
 
+@pytest.mark.parametrize("kernel", ["bicubic_aa", "bilinear", "matlab"])
+def test_a_face_degrades_to_the_same_bytes_whatever_faces_are_beside_it(kernel):
+    """Readers that degrade a split's HR faces on the fly must get the downsample stage's bytes,
+    though that stage degraded all the faces, in other chunks (one big BLAS product did not)."""
+    faces = np.random.default_rng(1).integers(0, 256, (100, 32, 32, 1), dtype=np.uint8)
+    for scale in ("x2", "x4", "x6", "16px"):
+        whole = degrade(faces, scale, kernel)
+        subset = np.arange(1, 100, 3)
+        for chunk in (1, 2, 5, 13):
+            parts = [degrade(faces[subset[i:i + chunk]], scale, kernel) for i in range(0, len(subset), chunk)]
+            assert np.array_equal(np.concatenate(parts), whole[subset]), (scale, chunk)
+
+
 def test_mixed_batch_degrades_each_sample_to_its_own_scale():
     faces = torch.from_numpy(smooth_faces(n=3)).permute(0, 3, 1, 2).float()
     out = degrade_mixed(faces, [None, "x4", "x8"])

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from dataset_fixtures_a import make_fer2013, make_rafdb
@@ -250,3 +251,41 @@ def test_extract_runs_on_the_dataset_fixture(name, tmp_path):
     assert faces.shape[1:] == (size, size, channels) and len(faces) > 0
     report = json.loads((repo / "reports/extract.json").read_text())
     assert report  # the stage's metrics were written
+
+
+# What a tiny real run shrinks (time on 2 CPU cores); every other value stays the preset's.
+TINY_RUN = {
+    "synthesize": {"n_subjects": 4, "identities": {"subjects": 3, "images_per_subject": 6, "image_size": [128, 128]}},
+    "face_pretrain": {"epochs": 1, "batch_size": 8},
+    "cr_pretrain": {"epochs": 1, "batch_size": 8},
+    "pretrain_base": {"epochs": 2, "batch_size": 8},
+    "multires_finetune": {"epochs": 1, "batch_size": 8},
+    "distill": {"step1_epochs": 1, "step2_epochs": 1, "batch_size": 8},
+    "fsr_train": {"blocks": 1, "channels": 8, "growth": 8, "pretrain_epochs": 1, "epochs": 1, "batch_size": 8},
+    "downsample": {"scales": ["x3", "x8"]},     # x3 and x8: MATLAB's 34 and 13 px, where PIL's sizes differ
+}
+
+
+def test_fsrfer_preset_runs_on_the_rafdb_fixture(tmp_path):
+    """A tiny real `dvc repro classify` with FSR-FER's preset: CovPoolFER's net and recipe at 100 px
+    RGB, MATLAB x2...x8, the published generator and losses, and FSR-FER's SVC protocol."""
+    repo = make_repo(tmp_path / "mrfer")
+    params = merged_params("fsrfer-rafdb", tmp_path, params=repo / "params.yaml")
+    cfg = yaml.safe_load(params.read_text())
+    for name, values in TINY_RUN.items():
+        cfg[name].update(values)
+    (repo / "params.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    make_rafdb(repo / cfg["extract"]["root"], n_per_class=6, bad=False)
+    run(["dvc", "repro", "classify"], repo)
+
+    stats = json.loads((repo / "data/assembled/stats.json").read_text())
+    assert stats["size"] == [100, 100] and stats["channels"] == 3
+    assert stats["scales"] == ["hr", "x3", "x8"] and stats["kernel"] == "matlab"
+    report = json.loads((repo / "reports/classify.json").read_text())
+    assert set(report) == {"base", "multires", "base+fsr"}
+    for scale in ("x3", "x8"):
+        result = report["base+fsr"][scale]["svc_fsrfer"]
+        assert result["solver"] == "libsvm" and result["n"] == 7 and 0 <= result["accuracy"] <= 1
+    base_model = torch.load(repo / "models/base.pt", weights_only=True)
+    assert base_model["meta"]["arch"] == "covpool" and base_model["meta"]["size"] == 100
+    assert any(k.endswith("bimap.weight") for k in base_model["state_dict"])  # CovPoolFER's net

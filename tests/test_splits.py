@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from mrfer import config
+from mrfer.data import splits
 from mrfer.data.assemble import AssembleParams, assemble
 from mrfer.data.labels import CLASSES, CONTEMPT
 from mrfer.data.shards import write_manifest
@@ -138,7 +139,7 @@ def write_extracted(root: Path, labels: np.ndarray, subjects: list[str], n_low: 
 def test_assemble_writes_disjoint_splits(tmp_path):
     labels, groups = toy(n_subjects=20, per_subject=4)
     extracted, downsampled = write_extracted(tmp_path, labels, [g.split(":")[1] for g in groups])
-    report = assemble(assemble_params(folds=3), list(CLASSES), ["x2"], extracted, downsampled,
+    report = assemble(assemble_params(folds=3), list(CLASSES), ["x2"], "bicubic_aa", extracted, downsampled,
                       tmp_path / "assembled", tmp_path / "assemble.json")
     assert report["subject_independent"] and report["folds"] == 3
     assert sum(s["faces"] for s in report["splits"].values()) == len(labels)
@@ -151,13 +152,15 @@ def test_assemble_refuses_inputs_that_do_not_fit(tmp_path):
     extracted, downsampled = write_extracted(tmp_path / "short", labels, subjects, n_low=len(labels) - 1)
     with pytest.raises(InputError, match=f"x2 has {len(labels) - 1} faces but .*manifest.csv has {len(labels)} "
                                          "rows; re-run downsample"):
-        assemble(assemble_params(), list(CLASSES), ["x2"], extracted, downsampled, tmp_path / "a", tmp_path / "r.json")
+        assemble(assemble_params(), list(CLASSES), ["x2"], "bicubic_aa", extracted, downsampled, tmp_path / "a",
+                 tmp_path / "r.json")
     labels[0] = CONTEMPT
     extracted, downsampled = write_extracted(tmp_path / "contempt", labels, subjects)
     with pytest.raises(InputError, match=r"label\(s\) \[7\] are not among the 7 classes.*re-run extract"):
-        assemble(assemble_params(), list(CLASSES), ["x2"], extracted, downsampled, tmp_path / "a", tmp_path / "r.json")
+        assemble(assemble_params(), list(CLASSES), ["x2"], "bicubic_aa", extracted, downsampled, tmp_path / "a",
+                 tmp_path / "r.json")
     with pytest.raises(MissingInputError, match="manifest not found"):
-        assemble(assemble_params(), list(CLASSES), ["x2"], tmp_path / "none", downsampled, tmp_path / "a",
+        assemble(assemble_params(), list(CLASSES), ["x2"], "bicubic_aa", tmp_path / "none", downsampled, tmp_path / "a",
                  tmp_path / "r.json")
     assert not (tmp_path / "a").exists()
 
@@ -166,3 +169,15 @@ def test_assemble_stage_paths_are_required():
     result = subprocess.run([sys.executable, "stages/assemble.py"], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 2
     assert all(arg in result.stderr for arg in ("--extracted", "--downsampled", "--out", "--report"))
+
+
+def test_too_few_rows_per_class_to_stratify_still_splits_by_group():
+    """Every class smaller than the number of parts: sklearn's stratified splitters refuse; the
+    split falls back to group-disjoint, unstratified parts (and says so) instead of a traceback."""
+    labels = np.repeat(np.arange(7), 3)          # 3 rows per class, a 1/6 hold-out needs 6 parts
+    groups = np.array([f"row:{i}" for i in range(len(labels))])
+    mask = splits.held_out(labels, groups, 1 / 6, seed=0)
+    assert 2 <= mask.sum() <= 5
+    subject_groups = np.repeat(np.arange(7), 3).astype(str)   # 7 subjects, one class each
+    mask = splits.held_out(labels, subject_groups, 1 / 6, seed=0)
+    assert set(subject_groups[mask]).isdisjoint(subject_groups[~mask])

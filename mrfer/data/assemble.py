@@ -1,4 +1,5 @@
-"""assemble: split the faces by subject, write per-split arrays at every scale, stats and folds."""
+"""assemble: split the faces by subject, write per-split arrays (val/test at every scale, train at
+full resolution unless `train_scales`), stats and folds."""
 from __future__ import annotations
 
 import logging
@@ -31,6 +32,9 @@ class AssembleParams(Section):
                                  "has no test split of its own")
     folds: int = Field(ge=2, description="k; both fold protocols (subject, image) are written to the manifests")
     keep_source_split: bool = Field(description="keep a dataset's own train/val/test split where it has one")
+    train_scales: bool = Field(description="also store the training split at every low-resolution scale "
+                               "(false: train at hr only; a reader asking for train at a scale gets the same "
+                               "bytes made from hr.npy on the fly, see mrfer.data.shards.load_split)")
 
     @field_validator("test_fraction")
     @classmethod
@@ -70,9 +74,28 @@ def check_fits(rows: list[dict], arrays: dict[str, np.ndarray], classes: list[st
                          f"classes {classes} (extract.contempt changed since extract ran?); re-run extract")
 
 
-def assemble(cfg: AssembleParams, classes: list[str], scales: list[str], extracted_dir: str | os.PathLike,
-             downsampled_dir: str | os.PathLike, out_dir: str | os.PathLike,
+def stored_scales(cfg: AssembleParams, split: str, scales: list[str]) -> list[str]:
+    """The scales written for `split`: all of them, except train below hr unless `train_scales`."""
+    return ["hr", *scales] if split != "train" or cfg.train_scales else ["hr"]
+
+
+def write_split(folder: Path, index: np.ndarray, arrays: dict[str, np.ndarray], scales: list[str]) -> None:
+    """`folder/<scale>.npy` for each of `scales`: the rows `index` of that scale's array, streamed."""
+    folder.mkdir(parents=True)
+    for scale in scales:
+        array = arrays[scale]
+        out = open_memmap(folder / f"{scale}.npy", mode="w+", dtype=np.uint8, shape=(len(index), *array.shape[1:]))
+        for start in range(0, len(index), 2048):
+            out[start:start + 2048] = array[index[start:start + 2048]]
+        out.flush()
+        del out
+
+
+def assemble(cfg: AssembleParams, classes: list[str], scales: list[str], kernel: str,
+             extracted_dir: str | os.PathLike, downsampled_dir: str | os.PathLike, out_dir: str | os.PathLike,
              report_path: str | os.PathLike) -> dict:
+    """Split, then write `out_dir`; `kernel` (downsample.kernel, which made `downsampled_dir`) goes
+    in stats.json, so readers can make a low-resolution train split assemble did not store."""
     extracted_dir, downsampled_dir = Path(extracted_dir), Path(downsampled_dir)
     rows = read_manifest(extracted_dir / "manifest.csv")
     arrays = {"hr": load_array(extracted_dir / "faces.npy")}
@@ -87,18 +110,12 @@ def assemble(cfg: AssembleParams, classes: list[str], scales: list[str], extract
         for row, fold in zip(rows, folds):
             row[f"fold_{protocol}"] = int(fold)
 
-    report: dict = {"classes": classes, "scales": ["hr", *scales], "folds": cfg.folds, "splits": {}}
+    report: dict = {"classes": classes, "scales": ["hr", *scales], "kernel": kernel,
+                    "train_scales": cfg.train_scales, "folds": cfg.folds, "splits": {}}
     with atomic_path(out_dir) as tmp:
         for name in splits.SPLITS:
             index = np.flatnonzero(split == name)
-            (tmp / name).mkdir(parents=True)
-            for scale, array in arrays.items():
-                out = open_memmap(tmp / name / f"{scale}.npy", mode="w+", dtype=np.uint8,
-                                  shape=(len(index), *array.shape[1:]))
-                for start in range(0, len(index), 2048):
-                    out[start:start + 2048] = array[index[start:start + 2048]]
-                out.flush()
-                del out
+            write_split(tmp / name, index, arrays, stored_scales(cfg, name, scales))
             split_rows = [rows[i] for i in index]
             write_manifest(tmp / name / "manifest.csv", split_rows, MANIFEST_FIELDS + FOLD_FIELDS)
             counts = Counter(int(labels[i]) for i in index)
@@ -109,9 +126,9 @@ def assemble(cfg: AssembleParams, classes: list[str], scales: list[str], extract
                 "per_class": {c: counts.get(k, 0) for k, c in enumerate(classes)},
             }
         mean, std = channel_stats(np.load(tmp / "train" / "hr.npy", mmap_mode="r"))
-        stats = {"mean": mean, "std": std, "classes": classes, "scales": ["hr", *scales],
-                 "size": list(arrays["hr"].shape[1:3]), "channels": int(arrays["hr"].shape[3]),
-                 "class_counts": report["splits"]["train"]["per_class"]}
+        stats = {"mean": mean, "std": std, "classes": classes, "scales": ["hr", *scales], "kernel": kernel,
+                 "train_scales": cfg.train_scales, "size": list(arrays["hr"].shape[1:3]),
+                 "channels": int(arrays["hr"].shape[3]), "class_counts": report["splits"]["train"]["per_class"]}
         write_json(tmp / "stats.json", stats)
 
     group_sets = {n: set(groups[split == n]) for n in splits.SPLITS}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 import os
 from pathlib import Path
 
@@ -10,8 +11,12 @@ import numpy as np
 from mrfer.errors import InputError, MissingInputError
 from mrfer.io import read_json
 
+log = logging.getLogger(__name__)
+
 MANIFEST_FIELDS = ("source", "label", "class", "subject", "sequence", "frame",
                    "source_split", "located")
+DEGRADE_CHUNK = 512   # faces degraded per step when a scale is made on the fly (bounds the float copies)
+_made_on_the_fly: set[tuple[str, str, str]] = set()   # (folder, split, scale) already logged
 
 
 def write_manifest(path: str | os.PathLike, rows: list[dict], fields=MANIFEST_FIELDS) -> None:
@@ -47,24 +52,72 @@ def load_array(path: str | os.PathLike, mmap: bool = True) -> np.ndarray:
 
 def load_split(directory: str | os.PathLike, split: str, scale: str = "hr",
                mmap: bool = True) -> tuple[np.ndarray, list[dict]]:
-    """Images and manifest rows of one assembled split at one scale."""
-    directory = Path(directory) / split
-    images = load_array(directory / f"{scale}.npy", mmap=mmap)
-    rows = read_manifest(directory / "manifest.csv")
+    """Images and manifest rows of one assembled split at one scale.
+
+    A scale assemble did not store (the training split below full resolution, with
+    `assemble.train_scales` false) is made here from `hr.npy` (`degraded_split`): the same bytes
+    as the stored copy, but an in-memory array, not a memory map."""
+    path = Path(directory) / split / f"{scale}.npy"
+    if path.is_file() or scale == "hr":
+        images = load_array(path, mmap=mmap)
+    else:
+        images = degraded_split(directory, split, scale)
+    rows = read_manifest(path.parent / "manifest.csv")
     if len(rows) != len(images):
-        raise InputError(f"{directory}: {scale}.npy has {len(images)} rows but manifest.csv has {len(rows)}")
+        raise InputError(f"{path.parent}: {scale}.npy has {len(images)} rows but manifest.csv has {len(rows)}")
     return images, rows
+
+
+def stored_kernel(directory: str | os.PathLike, split: str, scale: str) -> str:
+    """The downsample kernel to make `<split>/<scale>.npy` with, from stats.json; MissingInputError
+    where assemble would not have stored that scale either (it is not among stats' scales)."""
+    directory = Path(directory)
+    path, stats_path = directory / split / f"{scale}.npy", directory / "stats.json"
+    if not (directory / split / "hr.npy").is_file() or not stats_path.is_file():
+        raise MissingInputError(f"{path}: array not found (run the stage that writes it first)")
+    stats = read_json(stats_path)
+    if scale not in stats.get("scales", []):
+        raise MissingInputError(f"{path}: array not found, and {scale} is not among the assembled scales "
+                                f"{stats.get('scales', [])} of {stats_path} (add it to downsample.scales, "
+                                f"then re-run downsample and assemble)")
+    if "kernel" not in stats:
+        raise InputError(f"{stats_path}: no 'kernel' recorded, so {path} cannot be made from hr.npy "
+                         f"(written by an older assemble); re-run assemble")
+    return stats["kernel"]
+
+
+def degraded_split(directory: str | os.PathLike, split: str, scale: str) -> np.ndarray:
+    """`<split>/<scale>.npy` as assemble would have stored it, made from `<split>/hr.npy`.
+
+    The downsample stage's function and kernel (`degrade(faces, scale, kernel)`, which treats each
+    face on its own), applied `DEGRADE_CHUNK` faces at a time, so the bytes equal the stored copy's.
+    The result is held in memory (one more array the size of the HR split): fine for the readers
+    that ask for it (fsr-train's fixed pairs, classify's `fit_scale: same`, k-fold's folds)."""
+    from mrfer.data.degrade import degrade  # torch comes with it; most readers of shards never need it
+
+    kernel = stored_kernel(directory, split, scale)
+    hr = load_array(Path(directory) / split / "hr.npy")
+    key = (str(Path(directory).resolve()), split, scale)
+    if key not in _made_on_the_fly:
+        _made_on_the_fly.add(key)
+        log.info("%s/%s/%s.npy is not stored (assemble.train_scales false): made from hr.npy on the fly "
+                 "(kernel %s, %d faces, in memory)", directory, split, scale, kernel, len(hr))
+    out = np.empty(hr.shape, dtype=np.uint8)
+    for start in range(0, len(hr), DEGRADE_CHUNK):
+        out[start:start + DEGRADE_CHUNK] = degrade(np.asarray(hr[start:start + DEGRADE_CHUNK]), scale, kernel)
+    return out
 
 
 def load_xy(directory: str | os.PathLike, split: str, scale: str = "hr") -> tuple[np.ndarray, np.ndarray]:
     """A split's images (read into memory once) and labels."""
     images, labels = open_xy(directory, split, scale)
-    return np.array(images), labels
+    return (np.array(images) if isinstance(images, np.memmap) else images), labels
 
 
 def open_xy(directory: str | os.PathLike, split: str, scale: str = "hr") -> tuple[np.memmap, np.ndarray]:
     """A split's images, memory-mapped (nothing read yet: `ArrayLoader` streams a training split
-    larger than its memory budget from this), and labels."""
+    larger than its memory budget from this), and labels. A scale assemble did not store comes
+    back in memory (see `load_split`)."""
     images, rows = load_split(directory, split, scale)
     return images, np.array([r["label"] for r in rows], dtype=np.int64)
 

@@ -9,10 +9,14 @@ spends ~0.7 ms per group: minutes at 300k faces; bench/scale.py).
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
-from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+from sklearn.model_selection import GroupKFold, StratifiedGroupKFold, StratifiedKFold
 
 from mrfer.errors import DatasetError
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 FOLD_PROTOCOLS = ("subject", "image")
@@ -35,7 +39,11 @@ def group_splits(labels: np.ndarray, groups: np.ndarray, k: int, seed: int):
     """The (train, held) index pairs of a shuffled, stratified, group-disjoint k-fold split."""
     x = np.zeros(len(labels))
     singletons = len(np.unique(groups)) == len(groups)
-    if singletons and np.unique(labels, return_counts=True)[1].max(initial=0) >= k:  # plain stratified folds
+    largest_class = np.unique(labels, return_counts=True)[1].max(initial=0)
+    if largest_class < k:  # no class can be spread over k parts: stratifying is impossible
+        log.warning("every class has fewer than %d rows: the %d-way split is by group but not stratified", k, k)
+        return GroupKFold(n_splits=k, shuffle=True, random_state=seed).split(x, labels, groups)
+    if singletons:  # plain stratified folds
         return StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(x, labels)
     return StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(x, labels, groups)
 

@@ -124,7 +124,7 @@ def embedded(embed: Embedder, data: str | os.PathLike, split: str, scale: str, s
     input (plain or super-resolved) and reused by every classifier that reads them."""
     key = (split, scale, embed.super_resolves(scale, super_resolve_hr))
     if key not in cache:
-        images, rows = shards.load_split(data, split, scale)  # memory-mapped: read in chunks
+        images, rows = shards.load_split(data, split, scale)  # mapped; a train scale not stored: in memory
         features, logits = embed(images, scale, super_resolve_hr)
         cache[key] = (features, logits, np.array([r["label"] for r in rows], dtype=np.int64))
     return cache[key]
