@@ -3,6 +3,7 @@ first failed check, so `bench/gpu.sh` reports it. Each check compares the CUDA p
 path the tests already cover.
     python bench/gpu_checks.py
 """
+import argparse
 import sys
 
 import numpy as np
@@ -24,6 +25,7 @@ def check(name: str, ok: bool, detail: str = "") -> None:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     if not torch.cuda.is_available():
         sys.exit("no CUDA device: run this on a GPU machine")
     cuda = pick_device("auto")

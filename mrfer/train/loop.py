@@ -181,6 +181,7 @@ def make_scheduler(optimizer, cfg: LoopParams, epochs: int):
     plateau = {"monitor": p.monitor, "factor": p.factor, "patience": p.patience, "threshold": p.threshold}
     step_size, gamma = cfg.step.step_size, cfg.step.gamma
     piecewise = cfg.piecewise
+    _ = piecewise.epochs, piecewise.factors   # read whatever the scheduler, as above
     if cfg.scheduler == "piecewise":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: piecewise.factor(epoch))
     if cfg.scheduler == "step":
