@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from assembled_fixture import make_assembled
-from mrfer.nets import checkpoint
+from mrfer.nets import build, checkpoint
 from mrfer.train import base, distill, losses, loop
 from mrfer.train.loader import ArrayLoader
 from mrfer.transforms import Augment, affine_grid, augment, prepare, random_scales, stats_tensors
@@ -209,9 +209,13 @@ def test_prepare_normalises_and_degrades():
     assert {p for p in picks if p} == {"x2", "x4"}
 
 
-def test_ddp_two_processes_on_cpu(data, tmp_path):
+@pytest.mark.parametrize("recipe", [{}, COVPOOLFER_RECIPE], ids=["default", "covpoolfer"])
+def test_ddp_two_processes_on_cpu(data, tmp_path, recipe):
+    """Two gloo processes train one model; with the centre loss on, its centres are part of the
+    DDP module (DDP refuses a step where a registered parameter got no gradient)."""
     params = tmp_path / "params.yaml"
-    pretrain_base = {k: v for k, v in tiny_cfg(epochs=2, device="cpu").model_dump(by_alias=True).items() if k != "seed"}
+    pretrain_base = {k: v for k, v in tiny_cfg(epochs=2, device="cpu", **recipe).model_dump(by_alias=True).items()
+                     if k != "seed"}
     params.write_text(json.dumps({"seed": 3, "downsample": {"scales": ["x2", "x4"], "kernel": "bicubic_aa", "chunk": 64},
                                   "pretrain_base": pretrain_base}))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
@@ -226,6 +230,16 @@ def test_ddp_two_processes_on_cpu(data, tmp_path):
     assert report["test"]["hr"]["n"] == 24
     _, meta = checkpoint.load_model(tmp_path / "ddp.pt")
     assert meta["arch"] == "baseline_cnn"
+
+
+def test_centres_are_registered_with_the_module_ddp_wraps():
+    model = build("baseline_cnn", num_classes=3, in_chans=1, image_size=32, width=0.125)
+    center = losses.CenterLoss(3, model.embedding_dim, update="optimizer")
+    net = loop.WithFeatures(model, center)
+    assert any(p is center.centers for p in net.parameters())   # DDP all-reduces their gradients
+    assert sum(p.numel() for p in net.parameters()) == sum(p.numel() for p in model.parameters()) + 3 * model.embedding_dim
+    moving = losses.CenterLoss(3, model.embedding_dim, update="moving")
+    assert any(b is moving.centers for b in loop.WithFeatures(model, moving).buffers())   # DDP broadcasts buffers
 
 
 def test_few_optimiser_steps_are_warned_about(data, tmp_path, caplog):

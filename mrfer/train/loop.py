@@ -114,11 +114,14 @@ LossFn = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, int], tuple[torc
 
 
 class WithFeatures(torch.nn.Module):
-    """forward(x) -> (logits, features) in one pass, so DDP sees every parameter it trains."""
+    """forward(x) -> (logits, features) in one pass, so DDP sees every parameter it trains. `aux`
+    (the centre loss, used by the loss on these features) is registered too, so DDP averages its
+    centres' gradients (update: optimizer) or broadcasts its centres (update: moving) across ranks."""
 
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, aux: torch.nn.Module | None = None):
         super().__init__()
         self.module = model
+        self.aux = aux
 
     def forward(self, x):
         features = self.module.features(x)
@@ -264,7 +267,7 @@ def fit(model: torch.nn.Module, loader: ArrayLoader, val_images: np.ndarray, val
             state = saved["state"]
             log.info("resuming %s from epoch %d (%s)", desc, state["epoch"], resume_path)
 
-    net = WithFeatures(model)
+    net = WithFeatures(model, aux)
     if world_size > 1:
         net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device] if device.type == "cuda" else None)
     live = open_live(live_dir, state["history"]) if rank == 0 else None
