@@ -29,6 +29,7 @@ from mrfer.infer import Device, autocast, infer
 from mrfer.transforms import Augment
 from mrfer.metrics import summarize
 from mrfer.nets import checkpoint
+from mrfer.nets.fernet import FERNet
 from mrfer.train.loader import ArrayLoader
 
 log = logging.getLogger(__name__)
@@ -142,16 +143,14 @@ def class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
     return torch.tensor(1 - counts / counts.sum(), dtype=torch.float32)
 
 
-def make_optimizer(model: torch.nn.Module, cfg: LoopParams, lr: float, head_lr: float,
+def make_optimizer(model: FERNet, cfg: LoopParams, lr: float, head_lr: float,
                    aux: torch.nn.Module | None = None) -> torch.optim.Optimizer:
     """Backbone and head as separate param groups (MAFER: 1e-4 and 1e-2), each split into decayed and
     undecayed parameters when `decay_on: weights`; `aux` (the centre loss's centres) joins the
     backbone's lr without weight decay."""
-    head_ids = {id(p) for p in model.head.parameters()}
     decayed = {id(p) for p in decayed_parameters(model, cfg.decay_on)}
     groups = []
-    for group_lr, params in ((lr, [p for p in model.parameters() if id(p) not in head_ids]),
-                             (head_lr, list(model.head.parameters()))):
+    for group_lr, params in ((lr, model.backbone_parameters()), (head_lr, list(model.head.parameters()))):
         groups.append({"params": [p for p in params if id(p) in decayed], "lr": group_lr,
                        "weight_decay": cfg.weight_decay})
         groups.append({"params": [p for p in params if id(p) not in decayed], "lr": group_lr, "weight_decay": 0.0})
