@@ -28,9 +28,9 @@ import re
 from typing import Annotated
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 import torch
 from pydantic import AfterValidator
+from threadpoolctl import threadpool_limits
 
 KERNELS = ("bicubic_aa", "bilinear", "matlab")
 SCALE_RE = re.compile(r"^(?:x(\d+(?:\.\d+)?)|(\d+)px)$")
