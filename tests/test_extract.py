@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from ckplus_fixture import face_landmarks, make_ckplus, zip_ckplus
-from dataset_fixtures_a import make_fer2013_duplicates
+from photo_dataset_fixtures import make_fer2013_duplicates
 from mrfer import config as params_config
 from mrfer.data import extract, faces, shards, synthetic
 from mrfer.data.datasets import ckplus

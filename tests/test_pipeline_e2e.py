@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from dataset_fixtures_a import make_fer2013, make_rafdb
+from photo_dataset_fixtures import make_fer2013, make_rafdb
 from mrfer.data import shards
 from pipeline_repo import REPO, TINY, make_repo, run
 

@@ -14,8 +14,8 @@ import pytest
 import torch
 import yaml
 
-from dataset_fixtures_a import make_fer2013, make_rafdb
-from dataset_fixtures_b import make_oulu
+from photo_dataset_fixtures import make_fer2013, make_rafdb
+from video_dataset_fixtures import make_oulu
 from pipeline_repo import REPO, make_repo, run
 
 CONFIGS = REPO / "configs"

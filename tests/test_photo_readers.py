@@ -1,12 +1,12 @@
 """Readers for FER2013, FER+, RAF-DB, AffectNet, ExpW and JAFFE on tiny datasets in their
-official layouts (tests/dataset_fixtures_a.py), bad cases included."""
+official layouts (tests/photo_dataset_fixtures.py), bad cases included."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 import pytest
-from dataset_fixtures_a import (ferplus_expected, make_affectnet, make_expw, make_fer2013,
+from photo_dataset_fixtures import (ferplus_expected, make_affectnet, make_expw, make_fer2013,
                                 make_fer2013_duplicates, make_fer2013_folders, make_ferplus, make_jaffe,
                                 make_rafdb)
 

@@ -7,7 +7,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from dataset_fixtures_b import (AFFWILD2_CODES, EMOTIW_CLASSES, OULU_CLASSES, make_affwild2,
+from video_dataset_fixtures import (AFFWILD2_CODES, EMOTIW_CLASSES, OULU_CLASSES, make_affwild2,
                                 make_afew, make_oulu, make_sfew)
 from mrfer.data import labels
 from mrfer.data.datasets import read
