@@ -21,7 +21,8 @@ from mrfer.infer import pick_device
 from mrfer.nets import build
 from mrfer.train.base import PretrainBaseParams
 from mrfer.train.loader import ArrayLoader
-from mrfer.transforms import prepare, random_scales, stats_tensors
+from mrfer.data.degrade import degrade_mixed
+from mrfer.transforms import augment as augment_batch, normalize, random_scales, stats_tensors
 
 SCALES = ["x2", "x3", "x4", "x6", "x8"]
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
@@ -52,7 +53,8 @@ def ours(images, labels, batch_size, device, model=None):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01) if model else None
     seen, start = 0, time.perf_counter()
     for xb, yb in loader:
-        x = prepare(xb, mean, std, augment, gen, random_scales(len(xb), SCALES, 0.5, scale_gen))
+        x = augment_batch(xb, augment, gen)
+        x = normalize(degrade_mixed(x, random_scales(len(xb), SCALES, 0.5, scale_gen), "bicubic_aa"), mean, std)
         step(model, optimizer, x, yb)
         seen += len(xb)
     if device.type == "cuda":

@@ -76,19 +76,19 @@ def make_set(n: int, work: Path, extract_max: int) -> None:
 def run_stage(stage: str, n: int, work: Path, args) -> dict:
     """One stage, in this process; returns extra figures (steps measured, solver...)."""
     from mrfer import config
-    from mrfer.data import assemble, downsample, extract, labels, shards, splits
+    from mrfer.data import assemble, downsample, extract, labels, scales, shards, splits
     params = REPO / "params.yaml"
     if stage == "extract":
         cfg = config.load_section(params, "extract", extract.ExtractParams).model_copy(
             update={"dataset": "fer2013", "root": str(work / "raw"), "options": {}, "size": 48, "color": "gray"})
         extract.extract(cfg, work / "extracted", work / "extract.json", work / "duplicates.csv")
     elif stage == "downsample":
-        cfg = config.load_section(params, "downsample", downsample.DownsampleParams).model_copy(
+        cfg = config.load_section(params, "downsample", scales.DownsampleParams).model_copy(
             update={"scales": args.scales})
         downsample.downsample(cfg, work / "extracted" / "faces.npy", work / "downsampled")
     elif stage == "assemble":
         cfg = config.load_section(params, "assemble", assemble.AssembleParams)
-        kernel = config.load_section(params, "downsample", downsample.DownsampleParams).kernel
+        kernel = config.load_section(params, "downsample", scales.DownsampleParams).kernel
         assemble.assemble(cfg, labels.class_names("drop"), args.scales, kernel, work / "extracted",
                           work / "downsampled", work / "assembled", work / "assemble.json")
         return {"note": assembled_bytes(work / "assembled", len(args.scales), cfg.train_scales)}

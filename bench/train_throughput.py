@@ -8,6 +8,7 @@ With `--stream` the faces are saved as a `.npy` and fed by the memmap-streaming 
 thread, pinned host memory; never the GPU-resident copy), as a split over the memory budget is.
 """
 import argparse
+import functools
 import tempfile
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from mrfer.infer import pick_device
 from mrfer.nets import build, to_device
 from mrfer.train import loop, losses
 from mrfer.train.base import PretrainBaseParams
+from mrfer.train.distill import random_degrade
 from mrfer.train.loader import ArrayLoader
 from mrfer.transforms import stats_tensors
 
@@ -51,15 +53,16 @@ def main() -> None:
     loader = ArrayLoader(images, labels, args.batch_size, device, seed=0,
                          on_device="never" if args.stream else cfg.on_device)
     mean, std = stats_tensors([128.0] * 3, [64.0] * 3, device)
-    loss_fn = losses.ce_loss(mean, std, cfg.augment, torch.Generator(device=device).manual_seed(0), scales=SCALES,
-                             p=lambda epoch: 0.5,  # half the faces degraded
-                             scale_gen=torch.Generator().manual_seed(0), kernel="bicubic_aa")
+    lowres = functools.partial(random_degrade, scales=SCALES, p=lambda epoch: 0.5,  # half the faces degraded
+                               gen=torch.Generator().manual_seed(0), kernel="bicubic_aa")
+    loss_fn = losses.ce_loss(mean, std, cfg.augment, torch.Generator(device=device).manual_seed(0), lowres=lowres)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
-    history = loop.fit(model, loader, np.array(images[:args.batch_size]), labels[:args.batch_size], cfg, epochs=1, lr=1e-3,
-                       head_lr=1e-3, loss_fn=loss_fn, norm=([128.0] * 3, [64.0] * 3), generators={}, run_hash="",
-                       resume_path=None, live_dir=None, n_classes=7, desc=f"{args.arch} {args.size}px")
+    data = loop.Data((images, labels), (np.array(images[:args.batch_size]), labels[:args.batch_size]),
+                     ([128.0] * 3, [64.0] * 3), 7)
+    history = loop.fit(model, loader, data, cfg, loop.Run(0, f"{args.arch} {args.size}px"), epochs=1, lr=1e-3,
+                       head_lr=1e-3, loss_fn=loss_fn)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start

@@ -7,6 +7,11 @@ ranges and documents every key once and holds no values: params.yaml holds them 
 value is refused before any work, as one line naming the file, section.key, value and what is
 allowed.
 
+Training-loop settings are said once: a schema whose class names `inherits` (e.g. ("loop",))
+takes each key it does not set itself from those top-level sections, in order, the section's own
+keys winning (`load_section`). The section remembers where each value came from, so the params
+trace names `loop.lr` when a stage used the shared value and `pretrain_base.lr` when it set its own.
+
 Every `Section` records which of its keys the code read. With `MRFER_PARAMS_TRACE=<file>` set,
 `cli.run` appends each stage's reads to that file; a test compares them with the params the
 stage declares in dvc.yaml (`tests/test_pipeline_e2e.py`), so no key is accepted and ignored.
@@ -16,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
@@ -31,7 +36,14 @@ class Section(BaseModel):
     """A params section: unknown keys refused, values frozen, reads recorded."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    inherits: ClassVar[tuple[str, ...]] = ()   # top-level sections whose keys fill the ones this section omits
     _reads: set[str] = PrivateAttr(default_factory=set)
+    _origins: dict[str, str] = PrivateAttr(default_factory=dict)   # key -> the section its value came from
+
+    def unused(self) -> set[str]:
+        """Keys (as params.yaml spells them) this configuration does not use, e.g. `plateau` under a
+        cosine schedule: the params trace does not expect them read."""
+        return set()
 
     def __getattribute__(self, name: str) -> Any:
         if name in type(self).model_fields:
@@ -64,7 +76,8 @@ def describe_errors(path: str | os.PathLike, name: str, error: ValidationError, 
     for e in error.errors(include_url=False):
         key = ".".join([name, *(str(p) for p in e["loc"])])
         if e["type"] == "missing":
-            parts.append(f"{key} is missing (params.yaml holds every key; see its schema's description)")
+            where = " or in ".join([f"'{name}'", *(f"'{p}'" for p in schema.inherits)])
+            parts.append(f"{key} is missing (set it in section {where}; see the schema's description)")
         elif e["type"] == "extra_forbidden":
             parent = schema
             for p in e["loc"][:-1]:
@@ -87,14 +100,57 @@ def load_section(path: str | os.PathLike, name: str, schema: type[S], data: dict
     values = data[name]
     if not isinstance(values, dict):
         raise ParamsError(f"{path}: section '{name}' must be a mapping, got {values!r}")
-    if "seed" in schema.model_fields and "seed" in data:
-        values = {"seed": data["seed"], **values}
+    values, origins = inherit(path, data, schema, values)
     try:
         section = schema.model_validate(values)
     except ValidationError as e:
         raise ParamsError(describe_errors(path, name, e, schema)) from None
+    _set_origins(section, origins)
     _LOADED.append((name, section))
     return section
+
+
+def _field_names(schema: type[Section]) -> set[str]:
+    return {_name(schema, f) for f in schema.model_fields}
+
+
+def inherit(path: str | os.PathLike, data: dict, schema: type[Section], values: dict) -> tuple[dict, dict]:
+    """`values` completed from the sections `schema.inherits` names (only the keys the schema has;
+    the section's own keys win), the shared `seed` too, and where each inherited value came from
+    ("" for the top level). Nested sections that inherit are completed the same way."""
+    keys = _field_names(schema)
+    merged, origins = {}, {}
+    for parent in schema.inherits:
+        shared = data.get(parent)
+        if not isinstance(shared, dict):
+            continue   # a key it would have given is then reported missing
+        for key in keys & set(shared):
+            merged[key], origins[key] = shared[key], parent
+    if "seed" in keys and "seed" in data:
+        merged["seed"], origins["seed"] = data["seed"], ""
+    merged.update(values)
+    origins = {k: v for k, v in origins.items() if k not in values}
+    for field_name, field in schema.model_fields.items():
+        key, inner = _name(schema, field_name), field.annotation
+        if isinstance(inner, type) and issubclass(inner, Section) and inner.inherits and isinstance(merged.get(key), dict):
+            merged[key], origins[key] = inherit(path, data, inner, merged[key])
+    return merged, origins
+
+
+def _set_origins(section: Section, origins: dict) -> None:
+    own = {}
+    for key, origin in origins.items():
+        value = section.__dict__.get(_field(type(section), key))
+        if isinstance(value, Section) and isinstance(origin, dict):
+            _set_origins(value, origin)
+        elif isinstance(origin, str):
+            own[key] = origin
+    section.__pydantic_private__["_origins"] = own
+
+
+def _field(schema: type[Section], key: str) -> str:
+    """The field behind a params key (`lambda` -> `lambda_`)."""
+    return next(f for f in schema.model_fields if _name(schema, f) == key)
 
 
 def _name(schema: type[Section], field: str) -> str:
@@ -126,11 +182,24 @@ def _sections_in(value: Any) -> dict[str, Section] | None:
     return None
 
 
+def _key(section: Section, field: str, prefix: str) -> str:
+    """The dotted params key of `field`: under the section its value came from when inherited."""
+    name = _name(type(section), field)
+    origin = section.__pydantic_private__["_origins"].get(name)
+    if origin is None:
+        return f"{prefix}.{name}"
+    return f"{origin}.{name}" if origin else name
+
+
 def leaves(section: Section, prefix: str) -> set[str]:
-    """Dotted keys of every plain value under `section` (the keys a stage can read)."""
+    """Dotted keys of every plain value under `section` that this configuration uses (the keys
+    a stage must read)."""
     out = set()
+    unused = section.unused()
     for field, value in section.__dict__.items():
-        key = f"{prefix}.{_name(type(section), field)}"
+        if _name(type(section), field) in unused:
+            continue
+        key = _key(section, field, prefix)
         inner = _sections_in(value)
         if isinstance(value, Section):
             out |= leaves(value, key)
@@ -146,7 +215,7 @@ def reads(section: Section, prefix: str) -> set[str]:
     of sections counts as read itself (its keys were looked at) plus what was read inside."""
     out = set()
     for field in _reads(section):
-        value, key = section.__dict__[field], f"{prefix}.{_name(type(section), field)}"
+        value, key = section.__dict__[field], _key(section, field, prefix)
         inner = _sections_in(value)
         if isinstance(value, Section):
             out |= reads(value, key)

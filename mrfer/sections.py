@@ -13,9 +13,11 @@ from mrfer.errors import ParamsError
 
 SCHEMAS = {
     "synthesize": "mrfer.data.synthetic:SynthesizeParams",
+    "loop": "mrfer.train.loop:TrainParams",
+    "finetune": "mrfer.train.base:FinetuneDefaults",
     "extract": "mrfer.data.extract:ExtractParams",
     "extract_identities": "mrfer.data.identities:ExtractIdentitiesParams",
-    "downsample": "mrfer.data.downsample:DownsampleParams",
+    "downsample": "mrfer.data.scales:DownsampleParams",
     "assemble": "mrfer.data.assemble:AssembleParams",
     "pretrain_base": "mrfer.train.base:PretrainBaseParams",
     "face_pretrain": "mrfer.train.face:FacePretrainParams",

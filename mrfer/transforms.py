@@ -1,4 +1,4 @@
-"""On-device batch transforms: augmentation, low-resolution degradation and normalisation.
+"""On-device batch transforms: augmentation and normalisation (degradation: mrfer.data.degrade).
 
 Batches arrive as uint8 NHWC on the device (GPU when there is one); everything here is a few
 tensor ops per batch, never a Python loop over images. Training and inference share `prepare`,
@@ -15,7 +15,6 @@ from pydantic import Field
 
 from mrfer.config import Section
 from mrfer.errors import InputError
-from mrfer.data.degrade import degrade_mixed
 
 class Augment(Section):
     """On-device training augmentation, one batched op per step. Keep it mild: expression cues
@@ -92,14 +91,10 @@ def random_scales(n: int, scales: list[str], p: float, gen: torch.Generator) -> 
     return [scales[k] if d else None for d, k in zip(degrade_it, pick)]
 
 
-def prepare(batch: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
-            augment_cfg: Augment | None = None, gen: torch.Generator | None = None,
-            scales: list[str | None] | None = None, kernel: str = "bicubic_aa") -> torch.Tensor:
-    """The single preprocessing path: uint8 NHWC -> (augment) -> (degrade) -> normalised NCHW."""
-    x = to_float(batch) if augment_cfg is None else augment(batch, augment_cfg, gen)
-    if scales is not None:
-        x = degrade_mixed(x, scales, kernel)
-    return normalize(x, mean, std)
+def prepare(batch: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """The inference preprocessing path: uint8 NHWC -> normalised float NCHW (training adds its
+    augmentation and degradation between the two steps: `mrfer.train.losses`)."""
+    return normalize(to_float(batch), mean, std)
 
 
 def norm_stats(normalize: str, mean: list[float] | None, std: list[float] | None,

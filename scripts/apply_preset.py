@@ -7,9 +7,11 @@ A preset has the shape of params.yaml, holding only what differs. Merge rule: ev
 in a preset section replaces that key's whole value (so `extract.options`, `arch_options`,
 `augment` or `kfold_test.folds` come from the preset in full, never half-merged with the
 old value); keys the preset does not name keep their value; a top-level scalar (`seed`)
-replaces the old one. Every section and key must already exist in params.yaml (it holds every
-key), and the merged file must pass every section's schema (`mrfer.sections`), so a typo or a
-bad value fails here instead of mid-pipeline.
+replaces the old one. A training section may set any key it would take from `loop` (or
+`finetune`): the preset's value then overrides the shared one for that stage only. Every section
+must already exist in params.yaml and every key must be one of its schema's, and the merged file
+must pass every section's schema (`mrfer.sections`), so a typo or a bad value fails here instead
+of mid-pipeline.
 Comments in params.yaml are kept.
 """
 from __future__ import annotations
@@ -66,13 +68,25 @@ def merge(params: dict, preset: dict, where: str = "preset") -> dict:
         target = params[name]
         if not isinstance(target, dict):
             raise PresetError(f"{where}: '{name}' is a single value in params.yaml, not a section")
-        unknown = [key for key in section if key not in target]
-        if unknown:  # params.yaml holds every key, so anything else is a typo
+        allowed = list(target) + [key for key in schema_keys(name) if key not in target]
+        unknown = [key for key in section if key not in allowed]
+        if unknown:  # a key neither the section nor its schema has is a typo
             raise PresetError(f"{where}: unknown key(s) in section '{name}': {', '.join(unknown)} "
-                              f"(allowed: {', '.join(target)})")
+                              f"(allowed: {', '.join(allowed)})")
         for key, value in section.items():
             target[key] = value
     return params
+
+
+def schema_keys(name: str) -> list[str]:
+    """The keys section `name` may hold: its schema's, those it takes from `loop` and the like included."""
+    _import_path()
+    from mrfer import sections
+
+    if name not in sections.SCHEMAS:
+        return []
+    schema = sections.schema(name)
+    return [field.alias or key for key, field in schema.model_fields.items()]
 
 
 def validate(text: str, where: str) -> None:

@@ -6,7 +6,8 @@ assemble.train_scales), --out/stats.json (with downsample.kernel) and --report.
 import argparse
 
 from mrfer import cli, config
-from mrfer.data import assemble, downsample, extract, labels
+from mrfer.data import assemble, extract, labels
+from mrfer.data.scales import DownsampleParams
 
 
 def main() -> None:
@@ -19,7 +20,7 @@ def main() -> None:
     parser.add_argument("--report", required=True, help="assemble report JSON to write (reports/assemble.json)")
     args = parser.parse_args()
     cfg = config.load_section(args.params, "assemble", assemble.AssembleParams)
-    low = config.load_section(args.params, "downsample", downsample.DownsampleParams)
+    low = config.load_section(args.params, "downsample", DownsampleParams)
     contempt = config.load_section(args.params, "extract", extract.ExtractParams).contempt
     classes = list(labels.class_names(contempt))
     assemble.assemble(cfg, classes, low.scales, low.kernel, args.extracted, args.downsampled, args.out, args.report)

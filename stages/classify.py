@@ -6,7 +6,7 @@ Writes the metrics JSON, a readable Markdown table, one accuracy-vs-resolution C
 import argparse
 
 from mrfer import cli, config
-from mrfer.data import downsample
+from mrfer.data.scales import DownsampleParams
 from mrfer.eval import classify
 
 
@@ -21,7 +21,7 @@ def main() -> None:
     parser.add_argument("--predictions", required=True, help="test predictions and embeddings (.npz) to write")
     args = parser.parse_args()
     cfg = config.load_section(args.params, "classify", classify.ClassifyParams)
-    ds = config.load_section(args.params, "downsample", downsample.DownsampleParams)
+    ds = config.load_section(args.params, "downsample", DownsampleParams)
     classify.classify(cfg, args.data, args.models, ds.scales, ds.kernel, args.report, args.table, args.curves,
                       args.predictions)
 

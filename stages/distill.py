@@ -7,7 +7,7 @@ Writes the model file, a report (test metrics at every scale) and dvclive curves
 import argparse
 
 from mrfer import cli, config
-from mrfer.data import downsample
+from mrfer.data.scales import DownsampleParams
 from mrfer.train import distill
 
 
@@ -23,7 +23,7 @@ def main() -> None:
     parser.add_argument("--resume-dir", required=True, help="folder of the per-epoch resume checkpoints")
     args = parser.parse_args()
     cfg = config.load_section(args.params, "distill", distill.DistillParams)
-    ds = config.load_section(args.params, "downsample", downsample.DownsampleParams)
+    ds = config.load_section(args.params, "downsample", DownsampleParams)
     distill.fit_distill(cfg, data=args.data, base=args.base, out=args.out, report=args.report,
                           scales=ds.scales, kernel=ds.kernel, live_dir=args.live, resume_dir=args.resume_dir)
 

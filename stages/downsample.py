@@ -3,6 +3,7 @@ import argparse
 
 from mrfer import cli, config
 from mrfer.data import downsample
+from mrfer.data.scales import DownsampleParams
 
 
 def main() -> None:
@@ -11,7 +12,7 @@ def main() -> None:
     parser.add_argument("--faces", required=True, help="extracted faces (data/extracted/faces.npy)")
     parser.add_argument("--out", required=True, help="folder to write, one <scale>.npy per scale")
     args = parser.parse_args()
-    cfg = config.load_section(args.params, "downsample", downsample.DownsampleParams)
+    cfg = config.load_section(args.params, "downsample", DownsampleParams)
     downsample.downsample(cfg, faces_path=args.faces, out_dir=args.out)
 
 

@@ -7,7 +7,7 @@ and dvclive training curves. Runs on one device (under torchrun, rank 0 alone tr
 import argparse
 
 from mrfer import cli, config
-from mrfer.data.downsample import DownsampleParams
+from mrfer.data.scales import DownsampleParams
 from mrfer.train import fsr
 
 

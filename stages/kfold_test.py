@@ -7,15 +7,16 @@ mean ± std.
 import argparse
 
 from mrfer import cli, config
-from mrfer.data import assemble, downsample
+from mrfer.data import assemble
+from mrfer.data.scales import DownsampleParams
 from mrfer.errors import ParamsError
-from mrfer.train import distill, kfold
+from mrfer.train import kfold
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml",
-                        help="sections kfold_test, distill (when a recipe), assemble.folds, downsample.scales/kernel")
+                        help="sections kfold_test, loop, finetune, distill, assemble.folds, downsample.scales/kernel")
     parser.add_argument("--fold", required=True, help="key of the fold under kfold_test.folds (e.g. fold0)")
     parser.add_argument("--data", required=True, help="assembled data (data/assembled)")
     parser.add_argument("--face", required=True, help="the face model, base's start (models/face.pt)")
@@ -26,13 +27,10 @@ def main() -> None:
     section = config.load_section(args.params, "kfold_test", kfold.KfoldTestParams)
     if args.fold not in section.folds:
         raise ParamsError(f"{args.params}: no fold {args.fold!r} under kfold_test.folds ({', '.join(section.folds)})")
-    distill_cfg = (config.load_section(args.params, "distill", distill.DistillParams)
-                   if "distill" in section.train.models else None)
-    ds = config.load_section(args.params, "downsample", downsample.DownsampleParams)
+    ds = config.load_section(args.params, "downsample", DownsampleParams)
     n_folds = config.load_section(args.params, "assemble", assemble.AssembleParams).folds
-    kfold.run_fold(section.train, section.seed, section.folds[args.fold].fold, args.data, args.face, args.cr,
-                   distill_cfg, ds.scales, ds.kernel, n_folds, report=args.report, confusion_out=args.confusion)
-
+    files = kfold.FoldFiles(args.data, args.face, args.cr, args.report, args.confusion)
+    kfold.run_fold(section.train, section.seed, section.folds[args.fold].fold, files, ds, n_folds)
 
 if __name__ == "__main__":
     cli.run(main)

@@ -6,7 +6,7 @@ dvclive curves. Runs under torchrun for DDP like pretrain-base.
 import argparse
 
 from mrfer import cli, config
-from mrfer.data import downsample
+from mrfer.data.scales import DownsampleParams
 from mrfer.train import multires
 
 
@@ -21,7 +21,7 @@ def main() -> None:
     parser.add_argument("--resume", required=True, help="per-epoch resume checkpoint (deleted when done)")
     args = parser.parse_args()
     cfg = config.load_section(args.params, "multires_finetune", multires.MultiresFinetuneParams)
-    scales = config.load_section(args.params, "downsample", downsample.DownsampleParams).scales
+    scales = config.load_section(args.params, "downsample", DownsampleParams).scales
     multires.fit_multires(cfg, data=args.data, cr=args.cr, out=args.out, report=args.report, scales=scales,
                           live_dir=args.live, resume=args.resume)
 

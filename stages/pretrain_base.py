@@ -10,7 +10,7 @@ when restarted with the same params. Runs under `torchrun --nproc_per_node N` fo
 import argparse
 
 from mrfer import cli, config
-from mrfer.data import downsample
+from mrfer.data.scales import DownsampleParams
 from mrfer.train import base
 
 
@@ -25,7 +25,7 @@ def main() -> None:
     parser.add_argument("--resume", required=True, help="per-epoch resume checkpoint (deleted when done)")
     args = parser.parse_args()
     cfg = config.load_section(args.params, "pretrain_base", base.PretrainBaseParams)
-    scales = config.load_section(args.params, "downsample", downsample.DownsampleParams).scales
+    scales = config.load_section(args.params, "downsample", DownsampleParams).scales
     base.fit_base(cfg, data=args.data, out=args.out, report=args.report, scales=scales,
                   live_dir=args.live, resume=args.resume, init_file=args.init)
 

@@ -31,7 +31,7 @@ def make_assembled(root: Path, n_per_class=(24, 8, 8), size: int = 32, scales=("
         (root / split).mkdir(parents=True, exist_ok=True)
         np.save(root / split / "hr.npy", images)
         for scale in scales:
-            np.save(root / split / f"{scale}.npy", degrade(images, scale))
+            np.save(root / split / f"{scale}.npy", degrade(images, scale, "bicubic_aa"))
         rows = [{"source": f"{split}/{i}.png", "label": int(k), "class": CLASSES[k], "subject": f"S{i % 6}",
                  "sequence": None, "frame": None, "source_split": None, "located": "aligned",
                  "fold_subject": i % 3, "fold_image": i % 3} for i, k in enumerate(labels)]

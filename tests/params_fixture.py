@@ -1,10 +1,12 @@
-"""Configs for unit tests: a section of the repo's params.yaml (which holds every value) with
-some keys replaced, validated by the section's schema like a stage would."""
+"""Configs for unit tests: a section of the repo's params.yaml (with the shared sections it takes)
+with some keys replaced, validated by the section's schema like a stage would."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import yaml
+
+from mrfer import config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -17,8 +19,6 @@ def section(name: str, schema, **overrides):
     """`params.yaml`'s section `name` (+ the shared seed when the schema has one), with `overrides`
     replacing whole keys; `lambda_` may be given for `lambda`."""
     raw = raw_params()
-    values = dict(raw[name])
-    if "seed" in schema.model_fields:
-        values["seed"] = raw["seed"]
-    values.update({("lambda" if k == "lambda_" else k): v for k, v in overrides.items()})
+    values = {**raw[name], **{("lambda" if k == "lambda_" else k): v for k, v in overrides.items()}}
+    values, _ = config.inherit(REPO / "params.yaml", raw, schema, values)   # the shared `loop` etc., as a stage reads
     return schema.model_validate(values)

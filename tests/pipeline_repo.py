@@ -26,7 +26,7 @@ TINY = {
     "distill": {"step1_epochs": 1, "step2_epochs": 1, "batch_size": 32},
     "video_train": {"epochs": 2, "hidden": 16},
     "fsr_train": {"blocks": 1, "channels": 16, "pretrain_epochs": 1, "epochs": 1, "batch_size": 16},
-    "kfold_test": {"train": {"epochs": 1, "batch_size": 32, "distill_epochs": [1, 0]},
+    "kfold_test": {"train": {"epochs": 1, "batch_size": 32, "distill": {"step1_epochs": 1, "step2_epochs": 0}},
                    "folds": {"fold0": {"fold": 0}, "fold1": {"fold": 1}, "fold2": {"fold": 2}}},
 }
 

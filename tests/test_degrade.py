@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from mrfer.data.degrade import degrade, degrade_mixed, degrade_torch, low_size, parse_scale, resample_matrix
+from mrfer.data.degrade import degrade, degrade_mixed, degrade_torch, resample_matrix
+from mrfer.data.scales import low_size, parse_scale
 
 
 def smooth_faces(n=3, size=64, channels=1, seed=0):
@@ -51,7 +52,7 @@ def test_matches_pil_antialiased_bicubic():
 
 def test_more_downsampling_loses_more_detail():
     faces = smooth_faces(n=4)
-    errors = [np.abs(degrade(faces, s).astype(float) - faces).mean() for s in ("x2", "x4", "x8")]
+    errors = [np.abs(degrade(faces, s, "bicubic_aa").astype(float) - faces).mean() for s in ("x2", "x4", "x8")]
     assert errors[0] < errors[1] < errors[2]
     assert errors[0] > 0
 
@@ -71,15 +72,15 @@ def test_a_face_degrades_to_the_same_bytes_whatever_faces_are_beside_it(kernel):
 
 def test_mixed_batch_degrades_each_sample_to_its_own_scale():
     faces = torch.from_numpy(smooth_faces(n=3)).permute(0, 3, 1, 2).float()
-    out = degrade_mixed(faces, [None, "x4", "x8"])
+    out = degrade_mixed(faces, [None, "x4", "x8"], "bicubic_aa")
     assert torch.equal(out[0], faces[0])
-    assert torch.allclose(out[1], degrade_torch(faces[1:2], "x4")[0])
-    assert torch.allclose(out[2], degrade_torch(faces[2:3], "x8")[0])
+    assert torch.allclose(out[1], degrade_torch(faces[1:2], "x4", "bicubic_aa")[0])
+    assert torch.allclose(out[2], degrade_torch(faces[2:3], "x8", "bicubic_aa")[0])
 
 
 def test_bad_input_is_a_clear_error():
     with pytest.raises(ValueError, match="NHWC uint8"):
-        degrade(np.zeros((4, 4), np.uint8), "x2")
+        degrade(np.zeros((4, 4), np.uint8), "x2", "bicubic_aa")
     with pytest.raises(ValueError, match="unknown kernel"):
         degrade(smooth_faces(n=1), "x2", "lanczos")
 
@@ -88,9 +89,9 @@ def test_degrade_stays_float32_under_bf16_autocast():
     # training runs the preset inside autocast; a bf16 matmul would move faces by a grey level
     faces = torch.from_numpy(smooth_faces(n=2, channels=3)).permute(0, 3, 1, 2).float()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        inside = degrade_torch(faces, "x4")
+        inside = degrade_torch(faces, "x4", "bicubic_aa")
     assert inside.dtype == torch.float32
-    assert torch.equal(inside, degrade_torch(faces, "x4"))
+    assert torch.equal(inside, degrade_torch(faces, "x4", "bicubic_aa"))
 
 
 # ---------------------------------------------------------------- MATLAB imresize (kernel matlab)

@@ -12,7 +12,7 @@ import yaml
 from assembled_fixture import make_assembled
 from mrfer import config, nets
 from mrfer.data import shards
-from mrfer.data.downsample import DownsampleParams
+from mrfer.data.scales import DownsampleParams
 from mrfer.errors import InputError, ParamsError
 from mrfer.infer_fsr import encode_targets, fsr_features
 from mrfer.nets.fsr import (NETWORK_DEFAULTS, FSRCritic, FSRGenerator, FSRModel, InferenceBatchNorm, SameConv2d,

@@ -1,13 +1,16 @@
 """The memmap-streaming loader: block-shuffled order, and training identical to the in-memory path."""
+import functools
+
 import numpy as np
 import torch
 
 from mrfer.nets.registry import build
 from mrfer.train import loader as loader_module
 from mrfer.train import losses, loop
+from mrfer.train.distill import random_degrade
 from mrfer.train.loader import ArrayLoader, epoch_order, read_rows
 from mrfer.transforms import Augment, stats_tensors
-from params_fixture import raw_params
+from params_fixture import section
 
 ROW_BYTES = 32 * 32  # 32x32 grey faces
 WINDOW = 24 * ROW_BYTES  # 24 rows a window: 150 rows take seven windows, blocks of one row...
@@ -26,8 +29,7 @@ def faces(tmp_path, n=150, seed=0):
 
 
 def loop_cfg(**overrides) -> loop.LoopParams:
-    raw = raw_params()["pretrain_base"]
-    return loop.LoopParams.model_validate({**{k: raw[k] for k in loop.LoopParams.model_fields}, **overrides})
+    return section("loop", loop.TrainParams, **overrides)
 
 
 def test_block_order_is_a_permutation_of_contiguous_blocks(monkeypatch):
@@ -72,12 +74,13 @@ def test_streamed_training_equals_in_memory_training(tmp_path, monkeypatch):
         cpu = torch.device("cpu")
         data = ArrayLoader(images, labels, 16, cpu, seed=0, window_bytes=WINDOW)
         gen, scale_gen = torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)
-        loss_fn = losses.ce_loss(*stats_tensors([60.0], [50.0], cpu), augment, gen, scales=["x2"],
-                                 p=lambda epoch: 0.5, scale_gen=scale_gen)
-        history = loop.fit(model, data, np.array(mm[:20]), labels[:20], loop_cfg(memory_budget_gb=budget),
-                           epochs=2, lr=3e-3, head_lr=3e-3, loss_fn=loss_fn, norm=([60.0], [50.0]),
-                           generators={"augment": gen, "scales": scale_gen}, run_hash="", resume_path=None,
-                           live_dir=None, n_classes=3)
+        lowres = functools.partial(random_degrade, scales=["x2"], p=lambda epoch: 0.5, gen=scale_gen,
+                                   kernel="bicubic_aa")
+        loss_fn = losses.ce_loss(*stats_tensors([60.0], [50.0], cpu), augment, gen, lowres=lowres)
+        rows = loop.Data((images, labels), (np.array(mm[:20]), labels[:20]), ([60.0], [50.0]), 3)
+        history = loop.fit(model, data, rows, loop_cfg(memory_budget_gb=budget), loop.Run(0, "train"),
+                           epochs=2, lr=3e-3, head_lr=3e-3, loss_fn=loss_fn,
+                           generators={"augment": gen, "scales": scale_gen})
         runs.append((data.streaming, history, model.state_dict()))
     (memory_streamed, memory_history, memory_state), (streamed, stream_history, stream_state) = runs
     assert streamed and not memory_streamed

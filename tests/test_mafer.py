@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from assembled_fixture import make_assembled
 from mrfer.data.degrade import degrade
+from mrfer.data.scales import DownsampleParams
 from mrfer.data.shards import load_xy, read_stats
 from mrfer.nets import build, checkpoint
 from mrfer.train import base, cr, distill, face, kfold, losses, loop
@@ -152,25 +153,28 @@ def test_folds_never_train_on_their_test_rows(models, protocol, monkeypatch, tmp
     seen = []
     real_finetune, real_distill = kfold.finetune, distill.distill_steps
 
-    def spy_finetune(model, cfg, train, val, *args, **kwargs):
-        seen.append((train[0], val[0]))
-        return real_finetune(model, cfg, train, val, *args, **kwargs)
+    def spy_finetune(model, cfg, data, *args, **kwargs):
+        seen.append((data.train[0], data.val[0]))
+        return real_finetune(model, cfg, data, *args, **kwargs)
 
-    def spy_distill(cfg, student, teacher, train, val, *args, **kwargs):
-        seen.append((train[0], val[0]))
-        return real_distill(cfg, student, teacher, train, val, *args, **kwargs)
+    def spy_distill(cfg, student, teacher, data, *args, **kwargs):
+        seen.append((data.train[0], data.val[0]))
+        return real_distill(cfg, student, teacher, data, *args, **kwargs)
 
     monkeypatch.setattr(kfold, "finetune", spy_finetune)
     monkeypatch.setattr(distill, "distill_steps", spy_distill)
-    train_cfg = section("kfold_test", kfold.KfoldTestParams).train.model_copy(
-        update={"protocol": protocol, "epochs": 1, "batch_size": 16, "device": "cpu", "val_fraction": 0.3,
-                "distill_epochs": (1, 0)})
-    dcfg = section("distill", distill.DistillParams, step1_epochs=1, step2_epochs=0, batch_size=16, device="cpu")
+    train_cfg = section("kfold_test", kfold.KfoldTestParams).train
+    fold_distill = train_cfg.distill.model_copy(update={"step1_epochs": 1, "step2_epochs": 0, "batch_size": 16,
+                                                        "device": "cpu"})
+    train_cfg = train_cfg.model_copy(update={"protocol": protocol, "epochs": 1, "batch_size": 16, "device": "cpu",
+                                             "val_fraction": 0.3, "distill": fold_distill})
+    downsample = DownsampleParams(scales=["x2"], kernel="bicubic_aa", chunk=512)
     identity_rows = {x.tobytes() for split in ("train", "val") for x in load_xy(faces, split)[0]}
     for fold in range(3):
         seen.clear()
-        kfold.run_fold(train_cfg, 1, fold, data, root / "face.pt", root / "cr.pt", dcfg, ["x2"], "bicubic_aa", 3,
-                       tmp_path / f"f{fold}.json", tmp_path / f"c{fold}.json")
+        files = kfold.FoldFiles(data, root / "face.pt", root / "cr.pt", tmp_path / f"f{fold}.json",
+                                tmp_path / f"c{fold}.json")
+        kfold.run_fold(train_cfg, 1, fold, files, downsample, 3)
         x, _, role = kfold.fold_rows(data, fold, protocol, train_cfg.val_fraction, 1)
         test_rows = {row.tobytes() for row in x[role == "test"]}
         assert test_rows and len(seen) == 3          # base, multires, distill

@@ -7,6 +7,7 @@ import yaml
 
 from assembled_fixture import make_assembled
 from mrfer import config, plots
+from mrfer.data.scales import DownsampleParams
 from mrfer.errors import ParamsError
 from mrfer.eval import aggregate, classify
 from mrfer.infer import infer
@@ -16,6 +17,7 @@ from mrfer.train import base, cr, distill, face, kfold, multires
 from params_fixture import raw_params, section
 
 SCALES = ["x2", "x4"]
+DOWNSAMPLE = DownsampleParams(scales=SCALES, kernel="bicubic_aa", chunk=512)
 
 
 @pytest.fixture(scope="module")
@@ -104,8 +106,9 @@ def test_kfold_fold_and_aggregate(trained, tmp_path):
         update={"epochs": 1, "batch_size": 16, "models": ["base", "multires"], "val_fraction": 0.3})
     reports = []
     for fold in range(3):
-        kfold.run_fold(cfg, 0, fold, data, models / "face.pt", models / "cr.pt", None, SCALES, "bicubic_aa", 3,
-                       tmp_path / f"f{fold}.json", tmp_path / f"c{fold}.json")
+        files = kfold.FoldFiles(data, models / "face.pt", models / "cr.pt", tmp_path / f"f{fold}.json",
+                                tmp_path / f"c{fold}.json")
+        kfold.run_fold(cfg, 0, fold, files, DOWNSAMPLE, 3)
         reports.append(tmp_path / f"f{fold}.json")
     first = json.loads(reports[0].read_text())
     # subject protocol: fold 0 holds the rows whose fold_subject is 0, from all three splits
@@ -119,8 +122,8 @@ def test_kfold_fold_and_aggregate(trained, tmp_path):
     assert agg["base"]["x2"]["accuracy_mean"] == round(float(np.mean(values)), 4)
     assert agg["base"]["x2"]["accuracy_std"] == round(float(np.std(values, ddof=1)), 4)
     with pytest.raises(ValueError, match="out of range"):
-        kfold.run_fold(cfg, 0, 5, data, models / "face.pt", models / "cr.pt", None, SCALES, "bicubic_aa", 3,
-                       tmp_path / "x.json", tmp_path / "y.json")
+        files = kfold.FoldFiles(data, models / "face.pt", models / "cr.pt", tmp_path / "x.json", tmp_path / "y.json")
+        kfold.run_fold(cfg, 0, 5, files, DOWNSAMPLE, 3)
 
 
 def test_render_reports_writes_every_png(trained, tmp_path):

@@ -269,8 +269,8 @@ def test_training_keeps_covpool_bimap_orthonormal(data):
     loader = ArrayLoader(x, y, 16, torch.device("cpu"), seed=0)
     cfg = tiny_cfg(epochs=1)
     loss_fn = losses.ce_loss(*stats_tensors([128.0], [64.0], "cpu"), Augment(**OFF), torch.Generator())
-    loop.fit(model, loader, x[:8], y[:8], cfg, epochs=1, lr=1e-2, head_lr=1e-2, loss_fn=loss_fn,
-             norm=([128.0], [64.0]), generators={}, run_hash="", resume_path=None, live_dir=None, n_classes=3)
+    data = loop.Data((x, y), (x[:8], y[:8]), ([128.0], [64.0]), 3)
+    loop.fit(model, loader, data, cfg, loop.Run(0, "covpool"), epochs=1, lr=1e-2, head_lr=1e-2, loss_fn=loss_fn)
     w = bimap.weight.detach().double()
     assert not torch.allclose(w.float(), before, atol=1e-4)  # it learned
     assert torch.allclose(w.T @ w, torch.eye(w.shape[1], dtype=torch.float64), atol=1e-5)

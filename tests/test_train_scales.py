@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from mrfer import config
-from mrfer.data import shards
+from mrfer.data import lowres, shards
 from mrfer.data.assemble import AssembleParams, assemble
-from mrfer.data.downsample import DownsampleParams, downsample
+from mrfer.data.downsample import downsample
+from mrfer.data.scales import DownsampleParams
 from mrfer.data.labels import CLASSES
 from mrfer.errors import InputError, MissingInputError, ParamsError
 from params_fixture import raw_params, section
@@ -68,13 +69,15 @@ def test_by_default_train_is_stored_at_hr_only_val_and_test_at_every_scale(tmp_p
 @pytest.mark.parametrize("kernel", ["bicubic_aa", "bilinear", "matlab"])
 def test_train_at_a_scale_not_stored_is_byte_identical_to_the_stored_copy(tmp_path, kernel, caplog):
     default, full = assembled(tmp_path, False, kernel), assembled(tmp_path, True, kernel)
-    with caplog.at_level(logging.INFO, logger="mrfer.data.shards"):
+    with caplog.at_level(logging.INFO, logger="mrfer.data.lowres"):
         for scale in SCALES:
-            made, labels = shards.load_xy(default, "train", scale)
-            stored, stored_labels = shards.load_xy(full, "train", scale)
+            made, labels = lowres.load_xy(default, "train", scale)
+            stored, stored_labels = lowres.load_xy(full, "train", scale)
             assert made.dtype == stored.dtype and made.shape == stored.shape
             assert made.tobytes() == stored.tobytes() and np.array_equal(labels, stored_labels)
-        shards.load_split(default, "train", "x4")   # again: logged once per folder, split and scale
+        lowres.load_split(default, "train", "x4")   # again: logged once per folder, split and scale
+    with pytest.raises(MissingInputError, match=r"x4\.npy: not stored .*mrfer\.data\.lowres\.load_split"):
+        shards.load_split(default, "train", "x4")   # the plain reader never degrades
     messages = [r.getMessage() for r in caplog.records if "on the fly" in r.getMessage()]
     assert len(messages) == len(SCALES) and all(f"kernel {kernel}" in m for m in messages)
     assert isinstance(shards.open_xy(default, "val", "x4")[0], np.memmap)   # stored scales stay mapped
@@ -87,14 +90,14 @@ def test_stats_without_a_kernel_is_a_clear_error(tmp_path):
     (out / "stats.json").write_text(json.dumps(stats))
     with pytest.raises(InputError, match=rf"^{out / 'stats.json'}: no 'kernel' recorded, so "
                                          rf"{out / 'train' / 'x4.npy'} cannot be made .*; re-run assemble$"):
-        shards.load_xy(out, "train", "x4")
+        lowres.load_xy(out, "train", "x4")
     assert shards.load_xy(out, "val", "x4")[0].shape == (len(shards.load_split(out, "val")[1]), 32, 32, 1)
 
 
 def test_a_scale_assemble_never_made_is_still_missing(tmp_path):
     out = assembled(tmp_path, train_scales=False)
     with pytest.raises(MissingInputError, match=r"x5\.npy: array not found, and x5 is not among the assembled"):
-        shards.load_xy(out, "train", "x5")
+        lowres.load_xy(out, "train", "x5")
     with pytest.raises(MissingInputError, match=r"x5\.npy: array not found"):
         shards.load_split(out, "test", "x5")
 

@@ -24,62 +24,12 @@ from __future__ import annotations
 
 import functools
 import math
-import re
-from typing import Annotated
 
 import numpy as np
 import torch
-from pydantic import AfterValidator
 from threadpoolctl import threadpool_limits
 
-KERNELS = ("bicubic_aa", "bilinear", "matlab")
-SCALE_RE = re.compile(r"^(?:x(\d+(?:\.\d+)?)|(\d+)px)$")
-
-
-def parse_scale(scale: str) -> tuple[str, float]:
-    """`"x4"` -> ("factor", 4.0); `"16px"` -> ("side", 16.0). ValueError on anything else."""
-    match = SCALE_RE.match(str(scale).strip())
-    if not match:
-        raise ValueError(f"bad scale {scale!r}: use 'x<factor>' (e.g. x4) or '<n>px' (e.g. 16px)")
-    if match.group(1):
-        factor = float(match.group(1))
-        if factor < 1:
-            raise ValueError(f"bad scale {scale!r}: factor must be >= 1")
-        return "factor", factor
-    return "side", float(match.group(2))
-
-
-def _check_scale(scale: str) -> str:
-    parse_scale(scale)
-    return scale
-
-
-# A params value that is a scale: x<factor> or <n>px, checked when params are read.
-Scale = Annotated[str, AfterValidator(_check_scale)]
-
-
-def _check_kernel(kernel: str) -> None:
-    if kernel not in KERNELS:
-        raise ValueError(f"unknown kernel {kernel!r}; expected one of {KERNELS}")
-
-
-def low_size(height: int, width: int, scale: str, kernel: str) -> tuple[int, int]:
-    """(h, w) of the low-resolution image for a scale, by the kernel's size rule.
-
-    `matlab`: MATLAB's `ceil(n * (1/s))` for a factor (100 px at x3 -> 34), and for `<n>px` the
-    short side exactly with the other side rounded up (imresize(img, [n NaN])). Other kernels
-    round (100 px at x3 -> 33)."""
-    _check_kernel(kernel)
-    kind, value = parse_scale(scale)
-    if kernel == "matlab":
-        if kind == "factor":
-            return max(1, math.ceil(height * (1.0 / value))), max(1, math.ceil(width * (1.0 / value)))
-        short = min(height, width)
-        return max(1, math.ceil(height * value / short)), max(1, math.ceil(width * value / short))
-    if kind == "factor":
-        return max(1, round(height / value)), max(1, round(width / value))
-    short = min(height, width)
-    return max(1, round(height * value / short)), max(1, round(width * value / short))
+from mrfer.data.scales import check_kernel, low_size, parse_scale
 
 
 def _cubic(x: np.ndarray, a: float = -0.5) -> np.ndarray:
@@ -121,7 +71,7 @@ def resample_matrix(n_in: int, n_out: int, kernel: str, scale: float | None = No
     `bicubic_aa`/`bilinear`: PIL-style, antialiased, edge taps dropped and renormalised.
     `matlab`: MATLAB imresize; `scale` is the factor MATLAB was given (1/s for imresize(img, 1/s);
     None: n_out / n_in, as for imresize(img, [rows cols]))."""
-    _check_kernel(kernel)
+    check_kernel(kernel)
     if kernel == "matlab":
         return _matlab_matrix(n_in, n_out, n_out / n_in if scale is None else scale)
     if scale is not None:
@@ -190,7 +140,7 @@ def _imresize(images: np.ndarray, size: tuple[int, int], scales: tuple[float, fl
 
 
 @threadpool_limits.wrap(limits=1)   # many small products: extra BLAS threads only contend (5-13x slower)
-def degrade(images: np.ndarray, scale: str, kernel: str = "bicubic_aa",
+def degrade(images: np.ndarray, scale: str, kernel: str,
             out_size: tuple[int, int] | None = None) -> np.ndarray:
     """NHWC uint8 -> NHWC uint8: down to `scale`, rounded to uint8, back up to `out_size`."""
     if images.ndim != 4 or images.dtype != np.uint8:
@@ -235,11 +185,11 @@ def _imresize_torch(x: torch.Tensor, size: tuple[int, int], scales: tuple[float,
     return x
 
 
-def degrade_torch(images: torch.Tensor, scale: str, kernel: str = "bicubic_aa",
+def degrade_torch(images: torch.Tensor, scale: str, kernel: str,
                   out_size: tuple[int, int] | None = None) -> torch.Tensor:
     """Batched on-device version: NCHW float in [0, 255] -> NCHW float in [0, 255].
     (`matlab` rounds every pass, the last included, as MATLAB's uint8 output is.)"""
-    _check_kernel(kernel)
+    check_kernel(kernel)
     h, w = images.shape[-2:]
     lh, lw = low_size(h, w, scale, kernel)
     if kernel == "matlab":
@@ -250,7 +200,7 @@ def degrade_torch(images: torch.Tensor, scale: str, kernel: str = "bicubic_aa",
     return _resample_torch(low, out_size or (h, w), kernel).clamp_(0, 255)
 
 
-def degrade_mixed(images: torch.Tensor, scales: list[str | None], kernel: str = "bicubic_aa") -> torch.Tensor:
+def degrade_mixed(images: torch.Tensor, scales: list[str | None], kernel: str) -> torch.Tensor:
     """Degrade each sample to its own scale (None = keep), one batched call per distinct scale."""
     out = images.float().clone()
     for scale in sorted({s for s in scales if s is not None}):

@@ -4,29 +4,18 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 from numpy.lib.format import open_memmap
-from pydantic import Field
 from tqdm import tqdm
 
-from mrfer.config import Section
-from mrfer.data.degrade import KERNELS, Scale, degrade, low_size
+from mrfer.data.degrade import degrade
+from mrfer.data.scales import DownsampleParams, low_size
 from mrfer.data.shards import load_array
 from mrfer.io import atomic_path
 
 log = logging.getLogger(__name__)
 
-
-
-class DownsampleParams(Section):
-    """`downsample`: the low-resolution scales every later stage tests at, and how they are made."""
-
-    scales: list[Scale] = Field(min_length=1, description="x<factor> (x2 ... x8) or <n>px (target short side); "
-                                "full resolution (hr) is implicit")
-    kernel: Literal[KERNELS] = Field(description="resampling down and back up: " + " | ".join(KERNELS))
-    chunk: int = Field(gt=0, description="faces degraded per step (bounds memory)")
 
 
 def downsample(cfg: DownsampleParams, faces_path: str | os.PathLike, out_dir: str | os.PathLike) -> dict[str, tuple]:

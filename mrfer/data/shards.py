@@ -15,8 +15,6 @@ log = logging.getLogger(__name__)
 
 MANIFEST_FIELDS = ("source", "label", "class", "subject", "sequence", "frame",
                    "source_split", "located")
-DEGRADE_CHUNK = 512   # faces degraded per step when a scale is made on the fly (bounds the float copies)
-_made_on_the_fly: set[tuple[str, str, str]] = set()   # (folder, split, scale) already logged
 
 
 def write_manifest(path: str | os.PathLike, rows: list[dict], fields=MANIFEST_FIELDS) -> None:
@@ -52,16 +50,15 @@ def load_array(path: str | os.PathLike, mmap: bool = True) -> np.ndarray:
 
 def load_split(directory: str | os.PathLike, split: str, scale: str = "hr",
                mmap: bool = True) -> tuple[np.ndarray, list[dict]]:
-    """Images and manifest rows of one assembled split at one scale.
-
-    A scale assemble did not store (the training split below full resolution, with
-    `assemble.train_scales` false) is made here from `hr.npy` (`degraded_split`): the same bytes
-    as the stored copy, but an in-memory array, not a memory map."""
+    """Images and manifest rows of one assembled split at one stored scale (the training split below
+    full resolution is stored only with `assemble.train_scales`: `mrfer.data.lowres.load_split`
+    makes it from hr.npy when it is not)."""
     path = Path(directory) / split / f"{scale}.npy"
-    if path.is_file() or scale == "hr":
-        images = load_array(path, mmap=mmap)
-    else:
-        images = degraded_split(directory, split, scale)
+    if not path.is_file() and scale != "hr":
+        stored_kernel(directory, split, scale)   # a clear error where assemble would not store it either
+        raise MissingInputError(f"{path}: not stored (assemble.train_scales false); read it with "
+                                f"mrfer.data.lowres.load_split, which makes it from hr.npy")
+    images = load_array(path, mmap=mmap)
     rows = read_manifest(path.parent / "manifest.csv")
     if len(rows) != len(images):
         raise InputError(f"{path.parent}: {scale}.npy has {len(images)} rows but manifest.csv has {len(rows)}")
@@ -86,28 +83,6 @@ def stored_kernel(directory: str | os.PathLike, split: str, scale: str) -> str:
     return stats["kernel"]
 
 
-def degraded_split(directory: str | os.PathLike, split: str, scale: str) -> np.ndarray:
-    """`<split>/<scale>.npy` as assemble would have stored it, made from `<split>/hr.npy`.
-
-    The downsample stage's function and kernel (`degrade(faces, scale, kernel)`, which treats each
-    face on its own), applied `DEGRADE_CHUNK` faces at a time, so the bytes equal the stored copy's.
-    The result is held in memory (one more array the size of the HR split): fine for the readers
-    that ask for it (fsr-train's fixed pairs, classify's `fit_scale: same`, k-fold's folds)."""
-    from mrfer.data.degrade import degrade  # torch comes with it; most readers of shards never need it
-
-    kernel = stored_kernel(directory, split, scale)
-    hr = load_array(Path(directory) / split / "hr.npy")
-    key = (str(Path(directory).resolve()), split, scale)
-    if key not in _made_on_the_fly:
-        _made_on_the_fly.add(key)
-        log.info("%s/%s/%s.npy is not stored (assemble.train_scales false): made from hr.npy on the fly "
-                 "(kernel %s, %d faces, in memory)", directory, split, scale, kernel, len(hr))
-    out = np.empty(hr.shape, dtype=np.uint8)
-    for start in range(0, len(hr), DEGRADE_CHUNK):
-        out[start:start + DEGRADE_CHUNK] = degrade(np.asarray(hr[start:start + DEGRADE_CHUNK]), scale, kernel)
-    return out
-
-
 def load_xy(directory: str | os.PathLike, split: str, scale: str = "hr") -> tuple[np.ndarray, np.ndarray]:
     """A split's images (read into memory once) and labels."""
     images, labels = open_xy(directory, split, scale)
@@ -117,7 +92,7 @@ def load_xy(directory: str | os.PathLike, split: str, scale: str = "hr") -> tupl
 def open_xy(directory: str | os.PathLike, split: str, scale: str = "hr") -> tuple[np.memmap, np.ndarray]:
     """A split's images, memory-mapped (nothing read yet: `ArrayLoader` streams a training split
     larger than its memory budget from this), and labels. A scale assemble did not store comes
-    back in memory (see `load_split`)."""
+    back in memory (see `mrfer.data.lowres`)."""
     images, rows = load_split(directory, split, scale)
     return images, np.array([r["label"] for r in rows], dtype=np.int64)
 

@@ -33,8 +33,8 @@ from pydantic import Field
 from tqdm import tqdm
 
 from mrfer.config import Section
-from mrfer.data import shards
-from mrfer.data.degrade import low_size
+from mrfer.data import lowres, shards
+from mrfer.data.scales import low_size
 from mrfer.eval import classifiers
 from mrfer.eval.classifiers import CLASSIFIERS
 from mrfer.infer import Device, infer, pick_device, seed_everything
@@ -124,7 +124,7 @@ def embedded(embed: Embedder, data: str | os.PathLike, split: str, scale: str, s
     input (plain or super-resolved) and reused by every classifier that reads them."""
     key = (split, scale, embed.super_resolves(scale, super_resolve_hr))
     if key not in cache:
-        images, rows = shards.load_split(data, split, scale)  # mapped; a train scale not stored: in memory
+        images, rows = lowres.load_split(data, split, scale)  # mapped; a train scale not stored: in memory
         features, logits = embed(images, scale, super_resolve_hr)
         cache[key] = (features, logits, np.array([r["label"] for r in rows], dtype=np.int64))
     return cache[key]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -30,6 +31,7 @@ from mrfer.transforms import norm_stats, stats_tensors
 log = logging.getLogger(__name__)
 
 STARTS = ("face", "scratch", "imported")
+MODEL_NAMES = {"pretrain_base": "base", "multires_finetune": "multires"}   # stage -> the model it trains
 
 
 class Weights(Section):
@@ -46,18 +48,26 @@ class CenterLossParams(Section):
                     "c_y -= (1 - alpha)(c_y - f) each batch (the centre-loss paper's rule)")
     alpha: float = Field(gt=0, lt=1, description="update: moving's rate (CovPoolFER's --center_loss_alfa 0.9)")
 
+    def unused(self) -> set[str]:
+        return {"update", "alpha"} if self.__dict__["weight"] == 0 else set()
 
-class FinetuneParams(loop.TrainParams):
-    """A fine-tune on the labels at full resolution (MAFER step 2: Adam, backbone 1e-4, head 1e-2,
-    weight decay 1e-4, class-weighted cross-entropy, plateau on val accuracy, mean-centred input)."""
 
-    epochs: int = Field(ge=0)
-    lr: float = Field(gt=0, description="backbone learning rate")
-    head_lr: float = Field(gt=0, description="classifier-head learning rate (MAFER: 1e-2 with 1e-4 backbone)")
+class FinetuneDefaults(Section):
+    """`finetune`: what every fine-tune on labels at full resolution takes besides `loop`."""
+
     normalize: Literal["mean", "mean_std"] = Field(description="mean: centre only (MAFER) | mean_std")
     mean: list[float] | None = Field(description="a published dataset mean (0..255 per channel); null: measured")
     std: list[float] | None = Field(description="a published std; null: measured")
     center_loss: CenterLossParams
+
+
+class FinetuneParams(loop.TrainParams, FinetuneDefaults):
+    """A fine-tune on the labels at full resolution (MAFER step 2: Adam, backbone 1e-4, head 1e-2,
+    weight decay 1e-4, class-weighted cross-entropy, plateau on val accuracy, mean-centred input)."""
+
+    inherits = ("loop", "finetune")
+
+    epochs: int = Field(ge=0)
 
 
 class FerFinetuneParams(FinetuneParams):
@@ -135,32 +145,27 @@ def check_input(meta: dict, stats: dict, path: str | os.PathLike) -> None:
                          f"{stats['size'][0]} px x {stats['channels']}: extract at the model's size")
 
 
-def finetune(model: torch.nn.Module, cfg: FinetuneParams, train: tuple[np.ndarray, np.ndarray],
-             val: tuple[np.ndarray, np.ndarray], norm: tuple, n_classes: int, *, seed: int, run_hash: str,
-             resume: str | os.PathLike | None, live_dir: str | None, desc: str,
-             rank: int = 0, world: int = 1) -> list[dict]:
-    """Train `model` in place on `train` with cross-entropy (class-weighted when asked) and
-    on-device augmentation; the best `val` epoch is restored when `restore_best`."""
+def finetune(model: torch.nn.Module, cfg: FinetuneParams, data: loop.Data, run: loop.Run) -> list[dict]:
+    """Train `model` in place on `data.train` with cross-entropy (class-weighted when asked) and
+    on-device augmentation; the best `data.val` epoch is restored when `restore_best`."""
     device = next(model.parameters()).device
-    mean, std = stats_tensors(*norm, device)
-    augment_gen = torch.Generator(device=device).manual_seed(seed + 1)
-    weight = loop.class_weights(train[1], n_classes).to(device) if cfg.class_weighted else None
-    center = center_loss(cfg.center_loss, n_classes, model.embedding_dim, device)
+    mean, std = stats_tensors(*data.norm, device)
+    augment_gen = torch.Generator(device=device).manual_seed(run.seed + 1)
+    weight = loop.class_weights(data.train[1], data.n_classes).to(device) if cfg.class_weighted else None
+    center = center_loss(cfg.center_loss, data.n_classes, model.embedding_dim, device)
     loss_fn = losses.ce_loss(mean, std, cfg.augment, augment_gen, weight=weight, center=center,
                              center_weight=cfg.center_loss.weight)
-    loader = ArrayLoader(*train, cfg.batch_size, device, seed=seed, rank=rank, world_size=world,
+    loader = ArrayLoader(*data.train, cfg.batch_size, device, seed=run.seed, rank=run.rank, world_size=run.world,
                          on_device=cfg.on_device)
-    return loop.fit(model, loader, *val, cfg, epochs=cfg.epochs, lr=cfg.lr, head_lr=cfg.head_lr, loss_fn=loss_fn,
-                    norm=norm, generators={"augment": augment_gen}, run_hash=run_hash, resume_path=resume,
-                    live_dir=live_dir, n_classes=n_classes, rank=rank, world_size=world, desc=desc, aux=center)
+    return loop.fit(model, loader, data, cfg, run, epochs=cfg.epochs, loss_fn=loss_fn,
+                    generators={"augment": augment_gen}, aux=center)
 
 
 def center_loss(cfg: CenterLossParams, n_classes: int, dim: int, device: torch.device) -> losses.CenterLoss | None:
     """The centre-loss module (centres trained beside the model), or None when its weight is 0."""
-    update, alpha = cfg.update, cfg.alpha   # read even when off: every key is always read
     if cfg.weight == 0:
         return None
-    return losses.CenterLoss(n_classes, dim, update=update, alpha=alpha).to(device)
+    return losses.CenterLoss(n_classes, dim, update=cfg.update, alpha=cfg.alpha).to(device)
 
 
 def selection_split(cfg: FerFinetuneParams, desc: str) -> str:
@@ -170,28 +175,38 @@ def selection_split(cfg: FerFinetuneParams, desc: str) -> str:
     return cfg.select_on
 
 
-def fit_fer(cfg: FerFinetuneParams, model: torch.nn.Module, start: str, data: str | os.PathLike,
-            out: str | os.PathLike, report: str | os.PathLike, scales: list[str], live_dir: str | None,
-            resume: str | os.PathLike | None, stage: str, name: str, meta_extra: dict) -> dict:
+@dataclass(frozen=True)
+class Outputs:
+    """A training stage's files (every one a path on its dvc.yaml cmd)."""
+
+    model: str | os.PathLike
+    report: str | os.PathLike
+    live_dir: str | None = None
+    resume: str | os.PathLike | None = None
+
+
+def fit_fer(cfg: FerFinetuneParams, model: torch.nn.Module, start: str, data: str | os.PathLike, scales: list[str],
+            out: Outputs, stage: str, meta_extra: dict) -> dict:
     """Fine-tune `model` on the assembled FER data, save it, test it at every scale."""
     rank, world, _ = loop.distributed()
     stats = shards.read_stats(data)
     classes = stats["classes"]
     norm = norm_stats(cfg.normalize, cfg.mean, cfg.std, stats)
     run_hash = checkpoint.params_hash(stage, cfg.model_dump(by_alias=True), stats, start, world)
-    history = finetune(model, cfg, shards.open_xy(data, "train"), shards.load_xy(data, selection_split(cfg, stage)),
-                       norm, len(classes), seed=cfg.seed, run_hash=run_hash, resume=resume, live_dir=live_dir,
-                       desc=stage.replace("_", "-"), rank=rank, world=world)
+    fer = loop.Data(shards.open_xy(data, "train"), shards.load_xy(data, selection_split(cfg, stage)), norm, len(classes))
+    run = loop.Run(cfg.seed, stage.replace("_", "-"), run_hash, out.resume, out.live_dir, rank, world)
+    history = finetune(model, cfg, fer, run)
     if rank != 0:
         return {}
     meta = {**meta_extra, "classes": classes, "size": stats["size"][0], "channels": stats["channels"],
             "mean": norm[0], "std": norm[1], "params_hash": run_hash, "seed": cfg.seed, "stage": stage, "start": start}
-    checkpoint.save_model(out, model, meta)
+    checkpoint.save_model(out.model, model, meta)
+    name = MODEL_NAMES[stage]
     result = {"start": start, "selected_on": cfg.select_on, "val": history[-1] if history else {},
               "epochs_run": len(history), "test": test_at_scales(model, data, scales, norm, model_device(model),
                                                                  classes, name),
               "params_hash": run_hash, "seed": cfg.seed}
-    write_json(report, result)
+    write_json(out.report, result)
     log.info("%s test accuracy per scale: %s", name, {s: m["accuracy"] for s, m in result["test"].items()})
     return result
 
@@ -209,5 +224,5 @@ def fit_base(cfg: PretrainBaseParams, data: str | os.PathLike, out: str | os.Pat
     device = pick_device(cfg.device, local_rank)
     stats = shards.read_stats(data)
     model, start = start_model(cfg, init_file, len(stats["classes"]), stats, device, cfg.channels_last)
-    return fit_fer(cfg, model, start, data, out, report, scales, live_dir, resume, "pretrain_base", "base",
+    return fit_fer(cfg, model, start, data, scales, Outputs(out, report, live_dir, resume), "pretrain_base",
                    {"arch": cfg.arch, "options": dict(cfg.arch_options)})

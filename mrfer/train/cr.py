@@ -27,7 +27,8 @@ import torch
 from pydantic import Field
 
 from mrfer.data import shards
-from mrfer.data.degrade import KERNELS, degrade, degrade_mixed
+from mrfer.data.degrade import degrade, degrade_mixed
+from mrfer.data.scales import KERNELS
 from mrfer.infer import pick_device, seed_everything
 from mrfer.io import write_json
 from mrfer.nets import checkpoint
@@ -43,8 +44,6 @@ class CrPretrainParams(loop.TrainParams):
 
     seed: int
     epochs: int = Field(gt=0)
-    lr: float = Field(gt=0, description="backbone learning rate (MAFER: SGD 1e-3)")
-    head_lr: float = Field(gt=0, description="identity-head learning rate (MAFER: the same 1e-3)")
     lambda_: float = Field(alias="lambda", ge=0, description="weight of the feature MSE to the teacher (MAFER: 0.1)")
     p_start: float = Field(ge=0, le=1, description="degradation probability at the start (MAFER: 0.1)")
     p_step: float = Field(ge=0, le=1, description="added every p_every images (MAFER: 0.1)")
@@ -115,10 +114,10 @@ def fit_cr(cfg: CrPretrainParams, data: str | os.PathLike, face: str | os.PathLi
     loss_fn = functools.partial(cr_step, teacher=teacher, mean=mean, std=std, augment_cfg=cfg.augment,
                                 augment_gen=augment_gen, draw=draw, kernel=cfg.kernel, weight=cfg.lambda_,
                                 class_weight=class_weight)
-    history = loop.fit(student, loader, val_x, val_y, cfg, epochs=cfg.epochs, lr=cfg.lr, head_lr=cfg.head_lr,
-                       loss_fn=loss_fn, norm=norm, generators={"augment": augment_gen, "draw": draw_gen},
-                       run_hash=run_hash, resume_path=resume, live_dir=live_dir, n_classes=len(meta["classes"]),
-                       rank=rank, world_size=world, desc="cr-pretrain")
+    identities = loop.Data((train_x, train_y), (val_x, val_y), norm, len(meta["classes"]))
+    run = loop.Run(cfg.seed, "cr-pretrain", run_hash, resume, live_dir, rank, world)
+    history = loop.fit(student, loader, identities, cfg, run, epochs=cfg.epochs, loss_fn=loss_fn,
+                       generators={"augment": augment_gen, "draw": draw_gen})
     if rank != 0:
         return {}
     new_meta = {**{k: v for k, v in meta.items() if k != "versions"}, "params_hash": run_hash,

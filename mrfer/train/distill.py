@@ -10,6 +10,7 @@ Step 2: fine-tune on the labels, the multi-resolution augmentation kept.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -20,7 +21,8 @@ import torch
 from pydantic import Field
 
 from mrfer.data import shards
-from mrfer.data.degrade import KERNELS, Scale, degrade_mixed
+from mrfer.data.degrade import degrade_mixed
+from mrfer.data.scales import KERNELS, Scale
 from mrfer.infer import pick_device, seed_everything, test_at_scales
 from mrfer.io import write_json
 from mrfer.nets import checkpoint
@@ -39,8 +41,6 @@ class DistillParams(loop.TrainParams):
     seed: int
     step1_epochs: int = Field(ge=0, description="cross-resolution step (teacher = the frozen base)")
     step2_epochs: int = Field(ge=0, description="fine-tune on the labels, degraded faces kept")
-    lr: float = Field(gt=0, description="step 1 backbone learning rate")
-    head_lr: float = Field(gt=0, description="step 1 head learning rate")
     step2_lr: float | None = Field(gt=0, description="step 2 backbone learning rate (null: lr)")
     step2_head_lr: float | None = Field(gt=0, description="step 2 head learning rate (null: head_lr)")
     scales: list[Scale] | None = Field(min_length=1, description="scales drawn for degraded faces (null: downsample.scales)")
@@ -50,6 +50,12 @@ class DistillParams(loop.TrainParams):
     lambda_: float = Field(alias="lambda", ge=0, description="weight of the feature MSE to the teacher")
 
 
+class FoldDistillParams(DistillParams):
+    """`kfold_test.train.distill`: the distill section, with the keys set here overriding it."""
+
+    inherits = ("loop", "distill")
+
+
 def probability(epoch: int, p: float, p_end: float | None, epochs: int) -> float:
     """p, optionally growing linearly to p_end over the step's epochs."""
     if p_end is None or epochs <= 1:
@@ -57,13 +63,19 @@ def probability(epoch: int, p: float, p_end: float | None, epochs: int) -> float
     return float(p + (p_end - p) * epoch / (epochs - 1))
 
 
+def random_degrade(x: torch.Tensor, epoch: int, *, scales: list[str], p, gen: torch.Generator,
+                   kernel: str) -> torch.Tensor:
+    """Each face of the float batch degraded, with probability p(epoch), to a scale drawn from `scales`."""
+    return degrade_mixed(x, random_scales(len(x), scales, p(epoch), gen), kernel)
+
+
 def cross_resolution_step(net, xb: torch.Tensor, yb: torch.Tensor, epoch: int, *, teacher: torch.nn.Module,
                           mean: torch.Tensor, std: torch.Tensor, augment_cfg, augment_gen: torch.Generator,
-                          scales: list[str], p, scale_gen: torch.Generator, kernel: str, weight: float,
+                          lowres: losses.LowRes, weight: float,
                           class_weight: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Step 1's `loss_fn`: augment, degrade with probability p(epoch), then `cross_resolution_loss`."""
+    """Step 1's `loss_fn`: augment, degrade some faces (`lowres`), then `cross_resolution_loss`."""
     x_hr = augment(xb, augment_cfg, augment_gen)
-    x_lr = degrade_mixed(x_hr, random_scales(len(xb), scales, p(epoch), scale_gen), kernel)
+    x_lr = lowres(x_hr, epoch)
     return losses.cross_resolution_loss(net, teacher, normalize(x_hr, mean, std), normalize(x_lr, mean, std),
                                  yb, weight, class_weight)
 
@@ -75,40 +87,36 @@ def validation_set(data: str | os.PathLike, scales: list[str]) -> tuple[np.ndarr
     return np.concatenate([x for x, _ in val_sets]), np.concatenate([y for _, y in val_sets])
 
 
-def distill_steps(cfg: DistillParams, student: torch.nn.Module, teacher: torch.nn.Module,
-                  train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], norm: tuple,
-                  n_classes: int, train_scales: list[str], kernel: str, *, seed: int, run_hash: str,
-                  resume_dir: str | os.PathLike | None = None, live_dir: str | None = None,
-                  rank: int = 0, world: int = 1, epochs: tuple[int, int] | None = None) -> dict[str, list[dict]]:
+def distill_steps(cfg: DistillParams, student: torch.nn.Module, teacher: torch.nn.Module, data: loop.Data,
+                  run: loop.Run, train_scales: list[str], kernel: str) -> dict[str, list[dict]]:
     """Steps 1 and 2 on `student` in place (the frozen `teacher` is the base model); the history.
-    `epochs` replaces (step1_epochs, step2_epochs) (k-fold runs shorter steps)."""
+    `run.resume` is a folder: each step resumes from its own checkpoint in it."""
     device = next(student.parameters()).device
-    mean, std = stats_tensors(*norm, device)
-    augment_gen = torch.Generator(device=device).manual_seed(seed + 1)
-    scale_gen = torch.Generator().manual_seed(seed + 2)
-    class_weight = loop.class_weights(train[1], n_classes).to(device) if cfg.class_weighted else None
-    shared = dict(mean=mean, std=std, augment_gen=augment_gen, scales=train_scales, scale_gen=scale_gen,
-                  kernel=kernel)
+    mean, std = stats_tensors(*data.norm, device)
+    augment_gen = torch.Generator(device=device).manual_seed(run.seed + 1)
+    scale_gen = torch.Generator().manual_seed(run.seed + 2)
+    class_weight = loop.class_weights(data.train[1], data.n_classes).to(device) if cfg.class_weighted else None
     history = {}
-    step_epochs = epochs or (cfg.step1_epochs, cfg.step2_epochs)
-    for step, epochs, lr, head_lr in ((1, step_epochs[0], cfg.lr, cfg.head_lr),
-                                      (2, step_epochs[1], cfg.step2_lr or cfg.lr, cfg.step2_head_lr or cfg.head_lr)):
+    for step, epochs, lr, head_lr in ((1, cfg.step1_epochs, cfg.lr, cfg.head_lr),
+                                      (2, cfg.step2_epochs, cfg.step2_lr or cfg.lr, cfg.step2_head_lr or cfg.head_lr)):
         if epochs <= 0:
             continue
         p = functools.partial(probability, p=cfg.p, p_end=cfg.p_end, epochs=epochs)
+        lowres = functools.partial(random_degrade, scales=train_scales, p=p, gen=scale_gen, kernel=kernel)
         if step == 1:
-            loss_fn = functools.partial(cross_resolution_step, teacher=teacher, augment_cfg=cfg.augment, p=p,
-                                        weight=cfg.lambda_, class_weight=class_weight, **shared)
+            loss_fn = functools.partial(cross_resolution_step, teacher=teacher, mean=mean, std=std,
+                                        augment_cfg=cfg.augment, augment_gen=augment_gen, lowres=lowres,
+                                        weight=cfg.lambda_, class_weight=class_weight)
         else:  # labels only, multi-resolution augmentation kept
-            loss_fn = losses.ce_loss(augment=cfg.augment, p=p, weight=class_weight, **shared)
-        loader = ArrayLoader(*train, cfg.batch_size, device, seed=seed + step, rank=rank, world_size=world,
-                             on_device=cfg.on_device)
-        history[f"step{step}"] = loop.fit(
-            student, loader, *val, cfg, epochs=epochs, lr=lr, head_lr=head_lr, loss_fn=loss_fn,
-            norm=norm, generators={"augment": augment_gen, "scales": scale_gen}, run_hash=f"{run_hash}-step{step}",
-            resume_path=f"{resume_dir}/distill_step{step}.pt" if resume_dir else None,
-            live_dir=f"{live_dir}/step{step}" if live_dir else None, n_classes=n_classes,
-            rank=rank, world_size=world, desc=f"distill step {step}")
+            loss_fn = losses.ce_loss(mean, std, cfg.augment, augment_gen, weight=class_weight, lowres=lowres)
+        loader = ArrayLoader(*data.train, cfg.batch_size, device, seed=run.seed + step, rank=run.rank,
+                             world_size=run.world, on_device=cfg.on_device)
+        step_run = dataclasses.replace(
+            run, desc=f"{run.desc} step {step}", run_hash=f"{run.run_hash}-step{step}",
+            resume=f"{run.resume}/distill_step{step}.pt" if run.resume else None,
+            live_dir=f"{run.live_dir}/step{step}" if run.live_dir else None)
+        history[f"step{step}"] = loop.fit(student, loader, data, cfg, step_run, epochs=epochs, loss_fn=loss_fn,
+                                          lr=lr, head_lr=head_lr, generators={"augment": augment_gen, "scales": scale_gen})
     return history
 
 
@@ -128,9 +136,9 @@ def fit_distill(cfg: DistillParams, data: str | os.PathLike, base: str | os.Path
     classes = meta["classes"]
     run_hash = checkpoint.params_hash("distill", cfg.model_dump(by_alias=True), stats,
                                       meta["params_hash"], train_scales, kernel, world)
-    history = distill_steps(cfg, student, teacher, shards.open_xy(data, "train"), validation_set(data, scales),
-                            norm, len(classes), train_scales, kernel, seed=cfg.seed, run_hash=run_hash,
-                            resume_dir=resume_dir, live_dir=live_dir, rank=rank, world=world)
+    fer = loop.Data(shards.open_xy(data, "train"), validation_set(data, scales), norm, len(classes))
+    run = loop.Run(cfg.seed, "distill", run_hash, resume_dir, live_dir, rank, world)
+    history = distill_steps(cfg, student, teacher, fer, run, train_scales, kernel)
     if rank != 0:
         return {}
     new_meta = {**{k: v for k, v in meta.items() if k != "versions"}, "params_hash": run_hash,

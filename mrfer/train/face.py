@@ -46,9 +46,9 @@ def fit_face(cfg: FacePretrainParams, data: str | os.PathLike, out: str | os.Pat
     model, start = start_model(cfg, None, len(identities), stats, device, cfg.channels_last)
     norm = norm_stats(cfg.normalize, cfg.mean, cfg.std, stats)
     run_hash = checkpoint.params_hash("face_pretrain", cfg.model_dump(by_alias=True), stats, world)
-    history = finetune(model, cfg, shards.open_xy(data, "train"), shards.load_xy(data, "val"), norm,
-                       len(identities), seed=cfg.seed, run_hash=run_hash, resume=resume, live_dir=live_dir,
-                       desc="face-pretrain", rank=rank, world=world) if cfg.epochs else []
+    faces = loop.Data(shards.open_xy(data, "train"), shards.load_xy(data, "val"), norm, len(identities))
+    run = loop.Run(cfg.seed, "face-pretrain", run_hash, resume, live_dir, rank, world)
+    history = finetune(model, cfg, faces, run) if cfg.epochs else []
     if rank != 0:
         return {}
     meta = {"arch": cfg.arch, "options": dict(cfg.arch_options), "classes": identities, "task": "identity",

@@ -44,15 +44,15 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator, model_validator
 
 from mrfer.config import Section
-from mrfer.data import shards
-from mrfer.data.degrade import Scale
+from mrfer.data import lowres, shards
+from mrfer.data.scales import Scale
 from mrfer.errors import InputError
 from mrfer.infer import Device, autocast, pick_device, seed_everything
 from mrfer.infer_fsr import encode_targets
 from mrfer.io import write_json
 from mrfer.metrics import summarize
 from mrfer.nets import checkpoint
-from mrfer.nets.fsr import (CRITIC_LAYOUTS, DENSE_NORMS, DIV_NORMS, INITS, NETWORK_DEFAULTS, TARGETS, FSRCritic,
+from mrfer.nets.fsr import (CRITIC_LAYOUTS, DENSE_NORMS, DIV_NORMS, INITS, TARGETS, FSRCritic,
                             FSRGenerator, build_networks, check_target, embedding_from_target, fer_fingerprint,
                             parameter_count, sample_weights, super_resolve, target_features, wgan_div_penalty)
 from mrfer.train import loop
@@ -152,27 +152,15 @@ class FsrTrainParams(Section):
         return self
 
 
-# Keys added after run hashes were first recorded, at the values that reproduce the earlier
-# behaviour: left out of the hash at those values, so existing runs keep their hash.
-HASH_NEUTRAL = {**NETWORK_DEFAULTS, "pretrain_lr_halve_every": 0, "pretrain_reduction": "mean", "lr_halve_after": [],
-                "div_norm": "sample", "classifier_target": "logits", "reweight_grad": False,
-                "pairing": "random_scale"}
-
-
-def hashed_params(cfg: FsrTrainParams) -> dict:
-    return {k: v for k, v in cfg.model_dump().items() if k not in HASH_NEUTRAL or v != HASH_NEUTRAL[k]}
-
-
 def network_config(cfg: FsrTrainParams) -> dict:
-    """What `build_networks` needs; saved in the FSR file's meta so `load_fsr` rebuilds the nets.
-    The options of `NETWORK_DEFAULTS` are named only where they differ from their default."""
+    """What `build_networks` needs; saved in the FSR file's meta so `load_fsr` rebuilds the nets."""
     options = {"input_skip": cfg.input_skip, "tail_kernel": cfg.tail_kernel, "init": cfg.init,
                "init_scale": cfg.init_scale, "dense_norm": cfg.dense_norm, "symmetrize": cfg.symmetrize,
                "critic_layout": cfg.critic_layout}
     return {"blocks": cfg.blocks, "channels": cfg.channels, "growth": cfg.growth, "dense_layers": cfg.dense_layers,
             "residual_scale": cfg.residual_scale, "critic_channels": cfg.critic_channels,
             "critic_hidden": cfg.critic_hidden,
-            **{k: v for k, v in options.items() if v != NETWORK_DEFAULTS[k]}}
+            **options}
 
 
 def pretrain_rate(cfg: FsrTrainParams, step: int) -> float:
@@ -264,7 +252,7 @@ def load_frozen(path: str | os.PathLike, cfg: FsrTrainParams, device: torch.devi
 def load_pairs(data: str | os.PathLike, split: str, scales: list[str]) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
     """(hr, [lr at each scale], labels) of a split; the arrays must be row-aligned."""
     hr, labels = shards.load_xy(data, split)
-    lr = [shards.load_xy(data, split, s)[0] for s in scales]
+    lr = [lowres.load_xy(data, split, s)[0] for s in scales]
     for s, a in zip(scales, lr):
         if a.shape != hr.shape:
             raise InputError(f"{data}/{split}/{s}.npy has shape {a.shape}, hr.npy {hr.shape}: not row-aligned")
@@ -522,8 +510,7 @@ def fit_fsr(cfg: FsrTrainParams, data: str | os.PathLike, fer_model_path: str | 
     generator, critic = build_networks(network_config(cfg), fer.target, shape)  # seeded init, this order
     generator.to(device)
     critic.to(device)
-    # the FER model's path is hashed as it was when it was a params key, so run hashes stay put
-    run_hash = checkpoint.params_hash("fsr_train", {**hashed_params(cfg), "fer_model": str(fer_model_path)}, stats,
+    run_hash = checkpoint.params_hash("fsr_train", cfg.model_dump(), str(fer_model_path), stats,
                                       fer_meta["params_hash"], train_scales, fer.target)
     log.info("fsr-train: target %s %s, generator %d / critic %d parameters, scales %s", fer.target, shape,
              parameter_count(generator), parameter_count(critic), train_scales)

@@ -15,8 +15,10 @@ three assembled splits take part.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import os
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -24,15 +26,17 @@ import torch
 from pydantic import Field
 
 from mrfer.config import Section
-from mrfer.data import shards
+from mrfer.data import lowres, shards
 from mrfer.data.degrade import degrade
+from mrfer.data.scales import DownsampleParams
 from mrfer.data.splits import FOLD_PROTOCOLS, SPLITS, groups_of, held_out
 from mrfer.errors import InputError, ParamsError
 from mrfer.infer import infer, pick_device, seed_everything
 from mrfer.io import write_json
 from mrfer.metrics import confusion, summarize, warn_if_collapsed
 from mrfer.nets import checkpoint
-from mrfer.train import distill
+from mrfer.train import distill, loop
+from mrfer.train.distill import FoldDistillParams
 from mrfer.train.base import FinetuneParams, check_input, finetune
 from mrfer.transforms import norm_stats
 
@@ -50,8 +54,8 @@ class KfoldTrainParams(FinetuneParams):
         min_length=1, description="base (from the face model) | multires (from the cr model) | distill "
                                   "(the distill recipe from the fold's base)")
     val_fraction: float = Field(gt=0, lt=1, description="share of the fold's training part that validates (MAFER: 0.15)")
-    distill_epochs: tuple[int, int] = Field(description="distill's [step 1, step 2] epochs per fold (its other "
-                                            "settings: the distill section)")
+    distill: FoldDistillParams = Field(
+        description="distill per fold: the distill section's settings with these overrides (e.g. its epochs)")
 
 
 class Fold(Section):
@@ -73,7 +77,7 @@ def fold_rows(data: str | os.PathLike, fold: int, protocol: str, val_fraction: f
     protocol) and the others train."""
     images, labels, groups, folds, sources = [], [], [], [], []
     for split in SPLITS:
-        x, rows = shards.load_split(data, split, scale)
+        x, rows = lowres.load_split(data, split, scale)
         images.append(np.asarray(x))
         labels.append(np.array([r["label"] for r in rows]))
         folds.append(np.array([int(r[f"fold_{protocol}"]) for r in rows]))
@@ -98,48 +102,72 @@ def validation_at_scales(x: np.ndarray, y: np.ndarray, scales: list[str], kernel
     return np.concatenate(sets), np.tile(y, len(sets))
 
 
-def train_fold_model(name: str, cfg: KfoldTrainParams, distill_cfg: distill.DistillParams | None,
-                     starts: dict[str, str], train, val, norm: tuple, n_classes: int, scales: list[str],
-                     kernel: str, seed: int, device: torch.device, trained: dict) -> torch.nn.Module:
+@dataclass(frozen=True)
+class FoldSetup:
+    """What every recipe of one fold shares: its training and validation rows, the models the
+    recipes start from, the scales distill draws from, and the fold's seed and device."""
+
+    data: loop.Data
+    starts: dict[str, str]
+    scales: list[str]
+    kernel: str
+    seed: int
+    device: torch.device
+
+
+def train_fold_model(name: str, cfg: KfoldTrainParams, fold: FoldSetup, trained: dict) -> torch.nn.Module:
     """The fold's model for recipe `name`; `trained` keeps the fold's base for distill's teacher."""
     if name == "distill":
-        base = trained.get("base") or train_fold_model("base", cfg, None, starts, train, val, norm, n_classes,
-                                                      scales, kernel, seed, device, trained)
+        base = trained.get("base") or train_fold_model("base", cfg, fold, trained)
         student, teacher = copy.deepcopy(base), copy.deepcopy(base).eval().requires_grad_(False)
-        distill.distill_steps(distill_cfg, student, teacher, train, validation_at_scales(*val, scales, kernel),
-                              norm, n_classes, list(distill_cfg.scales or scales), distill_cfg.kernel or kernel,
-                              seed=seed, run_hash="", epochs=tuple(cfg.distill_epochs))
+        d = cfg.distill
+        data = dataclasses.replace(fold.data, val=validation_at_scales(*fold.data.val, fold.scales, fold.kernel))
+        distill.distill_steps(d, student, teacher, data, loop.Run(fold.seed, "fold distill"),
+                              list(d.scales or fold.scales), d.kernel or fold.kernel)
         return student
-    model, _ = checkpoint.load_backbone(starts[name], n_classes, device, cfg.channels_last)
-    finetune(model, cfg, train, val, norm, n_classes, seed=seed, run_hash="", resume=None, live_dir=None,
-             desc=f"fold {name}")
+    model, _ = checkpoint.load_backbone(fold.starts[name], fold.data.n_classes, fold.device, cfg.channels_last)
+    finetune(model, cfg, fold.data, loop.Run(fold.seed, f"fold {name}"))
     trained[name] = model
     return model
 
 
-def run_fold(cfg: KfoldTrainParams, seed: int, fold: int, data: str | os.PathLike, face: str | os.PathLike,
-             cr: str | os.PathLike, distill_cfg: distill.DistillParams | None, scales: list[str], kernel: str,
-             n_folds: int, report: str | os.PathLike, confusion_out: str | os.PathLike) -> dict:
+@dataclass(frozen=True)
+class FoldFiles:
+    """One fold's inputs and outputs (every one a path on the stage's dvc.yaml cmd)."""
+
+    data: str | os.PathLike
+    face: str | os.PathLike
+    cr: str | os.PathLike
+    report: str | os.PathLike
+    confusion: str | os.PathLike
+
+
+def run_fold(cfg: KfoldTrainParams, seed: int, fold: int, files: FoldFiles, downsample: DownsampleParams,
+             n_folds: int) -> dict:
+    """Train every recipe of `cfg.models` on fold `fold`'s training part, test each on the held-out
+    fold at every scale, write the fold's report and confusion matrices."""
     if not 0 <= fold < n_folds:
         raise ParamsError(f"kfold_test.folds: fold {fold} out of range: assemble.folds is {n_folds}")
     seed_everything(seed + fold)
     device = pick_device(cfg.device)
+    data = files.data
     stats = shards.read_stats(data)
     classes = stats["classes"]
+    scales = list(downsample.scales)
     x, y, role = fold_rows(data, fold, cfg.protocol, cfg.val_fraction, seed)
     if not (role == "test").any():
         raise InputError(f"{data}: fold {fold} holds no rows under protocol {cfg.protocol!r}")
     tests = {s: fold_rows(data, fold, cfg.protocol, cfg.val_fraction, seed, s)[0][role == "test"] for s in ["hr", *scales]}
     y_test = y[role == "test"]
-    starts = {"base": face, "multires": cr}
+    starts = {"base": str(files.face), "multires": str(files.cr)}
     for name in {"base", "multires"} & set(cfg.models):
         check_input(checkpoint.load(starts[name])["meta"], stats, starts[name])
     norm = norm_stats(cfg.normalize, cfg.mean, cfg.std, stats)   # MAFER centres by the FER data's mean
+    rows = loop.Data((x[role == "train"], y[role == "train"]), (x[role == "val"], y[role == "val"]), norm, len(classes))
+    setup = FoldSetup(rows, starts, scales, downsample.kernel, seed + 100 * fold, device)
     metrics, matrices, trained = {}, {}, {}
-    train, val = (x[role == "train"], y[role == "train"]), (x[role == "val"], y[role == "val"])
     for name in cfg.models:
-        model = train_fold_model(name, cfg, distill_cfg, starts, train, val, norm, len(classes), scales,
-                                 kernel, seed + 100 * fold, device, trained)
+        model = train_fold_model(name, cfg, setup, trained)
         metrics[name], matrices[name] = {}, {}
         for scale, images in tests.items():
             predicted = infer(model, images, *norm, device=device).argmax(1).numpy()
@@ -147,7 +175,7 @@ def run_fold(cfg: KfoldTrainParams, seed: int, fold: int, data: str | os.PathLik
             warn_if_collapsed(metrics[name][scale], f"fold {fold} {name} at {scale}", classes)
             matrices[name][scale] = confusion(y_test, predicted, len(classes)).tolist()
         log.info("fold %d %s accuracy: %s", fold, name, {s: m["accuracy"] for s, m in metrics[name].items()})
-    write_json(report, {"fold": fold, "protocol": cfg.protocol, "starts": {m: start_rows(m) for m in cfg.models},
-                        "rows": {r: int((role == r).sum()) for r in ("train", "val", "test")}, "metrics": metrics})
-    write_json(confusion_out, {"classes": classes, "confusion": matrices})
+    write_json(files.report, {"fold": fold, "protocol": cfg.protocol, "starts": {m: start_rows(m) for m in cfg.models},
+                              "rows": {r: int((role == r).sum()) for r in ("train", "val", "test")}, "metrics": metrics})
+    write_json(files.confusion, {"classes": classes, "confusion": matrices})
     return metrics

@@ -14,6 +14,7 @@ import functools
 import logging
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal
 
@@ -33,8 +34,6 @@ from mrfer.nets.fernet import FERNet
 from mrfer.train.loader import ArrayLoader
 
 log = logging.getLogger(__name__)
-
-
 
 class Plateau(Section):
     """ReduceLROnPlateau's settings (read whatever `scheduler` is, so a preset can switch to it)."""
@@ -77,13 +76,18 @@ class Piecewise(Section):
 
 
 class LoopParams(Section):
-    """The keys the loop itself reads; each recipe's section adds its own (epochs, lrs, ...)."""
+    """The keys the loop itself reads, taken from params.yaml's shared `loop` section unless the
+    recipe's section sets them; each recipe's section adds its own (epochs, ...)."""
+
+    inherits = ("loop",)
 
     batch_size: int = Field(gt=0, description="training batch size (per process under DDP)")
     optimizer: Literal["adam", "adamw", "sgd"] = Field(description="adam | adamw | sgd (momentum, nesterov below)")
     momentum: float = Field(ge=0, lt=1, description="sgd's momentum (MAFER step 1: 0.9)")
     nesterov: bool = Field(description="sgd: Nesterov momentum (MAFER step 1: false)")
     adam_eps: float = Field(gt=0, description="adam/adamw's epsilon (PyTorch: 1e-8; CovPoolFER: 0.1)")
+    lr: float = Field(gt=0, description="backbone learning rate")
+    head_lr: float = Field(gt=0, description="classifier-head learning rate (MAFER step 2: 1e-2 beside a 1e-4 backbone)")
     weight_decay: float = Field(ge=0)
     decay_on: Literal["all", "weights"] = Field(
         description="all: every parameter | weights: conv and fc weights only, not biases, norm layers or "
@@ -100,6 +104,13 @@ class LoopParams(Section):
     device: Device
     memory_budget_gb: float = Field(gt=0, description="a memory-mapped training split larger than this (GiB) is "
                                                       "streamed from disk by a reader thread, not read into RAM")
+
+    def unused(self) -> set[str]:
+        """The settings of the schedulers and optimisers not chosen."""
+        scheduler, optimizer = self.__dict__["scheduler"], self.__dict__["optimizer"]   # not counted as reads
+        out = {"plateau", "step", "piecewise"} - {scheduler}
+        out |= {"momentum", "nesterov"} if optimizer != "sgd" else {"adam_eps"}
+        return out
 
 
 class TrainParams(LoopParams):
@@ -157,12 +168,11 @@ def make_optimizer(model: FERNet, cfg: LoopParams, lr: float, head_lr: float,
     if aux is not None:
         groups.append({"params": list(aux.parameters()), "lr": lr, "weight_decay": 0.0})
     groups = [g for g in groups if g["params"]]
-    momentum, nesterov, eps = cfg.momentum, cfg.nesterov, cfg.adam_eps   # each key is always read
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(groups, eps=eps)
+        return torch.optim.Adam(groups, eps=cfg.adam_eps)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, eps=eps)
-    return torch.optim.SGD(groups, momentum=momentum, nesterov=nesterov)
+        return torch.optim.AdamW(groups, eps=cfg.adam_eps)
+    return torch.optim.SGD(groups, momentum=cfg.momentum, nesterov=cfg.nesterov)
 
 
 def decayed_parameters(model: torch.nn.Module, decay_on: str) -> list[torch.nn.Parameter]:
@@ -179,21 +189,18 @@ def constrain_after_step(model: torch.nn.Module, optimizer, args, kwargs) -> Non
 
 
 def make_scheduler(optimizer, cfg: LoopParams, epochs: int):
-    p = cfg.plateau   # every key read whatever the scheduler, so the params trace stays exact
-    plateau = {"monitor": p.monitor, "factor": p.factor, "patience": p.patience, "threshold": p.threshold}
-    step_size, gamma = cfg.step.step_size, cfg.step.gamma
-    piecewise = cfg.piecewise
-    _ = piecewise.epochs, piecewise.factors   # read whatever the scheduler, as above
     if cfg.scheduler == "piecewise":
+        piecewise = cfg.piecewise
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: piecewise.factor(epoch))
     if cfg.scheduler == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma)
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step.step_size, gamma=cfg.step.gamma)
     if cfg.scheduler == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs))
     if cfg.scheduler == "plateau":
+        p = cfg.plateau
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="max" if plateau["monitor"] == "accuracy" else "min", factor=plateau["factor"],
-            patience=plateau["patience"], threshold=plateau["threshold"])
+            optimizer, mode="max" if p.monitor == "accuracy" else "min", factor=p.factor,
+            patience=p.patience, threshold=p.threshold)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
 
 
@@ -228,102 +235,158 @@ def log_epoch(live, row: dict) -> None:
     live.next_step()
 
 
-def fit(model: torch.nn.Module, loader: ArrayLoader, val_images: np.ndarray, val_labels: np.ndarray,
-        cfg: LoopParams, *, epochs: int, lr: float, head_lr: float, loss_fn: LossFn,
-        norm: tuple[list, list | None], generators: dict[str, torch.Generator], run_hash: str, resume_path: str | os.PathLike | None, live_dir: str | None,
-        n_classes: int, rank: int = 0, world_size: int = 1, desc: str = "train",
-        aux: torch.nn.Module | None = None) -> list[dict]:
-    """Train `model` in place; returns the per-epoch history (loss, accuracies, lr). `aux` is a
-    loss module with state of its own (the centre loss's centres): optimised and checkpointed too."""
-    device = loader.device
-    loader.set_memory_budget(cfg.memory_budget_gb)
-    if len(val_images) == 0 or len(loader) == 0:
-        raise ValueError(f"{desc}: empty {'validation' if len(val_images) == 0 else 'training'} set "
-                         f"({len(loader.images)} training rows, batch size {loader.batch_size})")
-    warn_few_steps(desc, len(loader), epochs, loader.batch_size)
-    optimizer = make_optimizer(model, cfg, lr, head_lr, aux)
-    optimizer.register_step_post_hook(functools.partial(constrain_after_step, model))
-    scheduler = make_scheduler(optimizer, cfg, epochs)
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
-    generators = {"loader": loader.generator, **generators}
-    state = {"epoch": 0, "best": -math.inf, "best_state": None, "bad_epochs": 0, "history": []}
+@dataclass(frozen=True)
+class Data:
+    """What a classification run trains and validates on: uint8 NHWC images with labels, and
+    the input normalisation (mean, std) its model uses."""
 
-    resume_path = Path(resume_path) if resume_path else None
-    if resume_path and resume_path.is_file():
-        saved = checkpoint.load(resume_path)
-        if saved.get("run_hash") != run_hash:
+    train: tuple[np.ndarray, np.ndarray]
+    val: tuple[np.ndarray, np.ndarray]
+    norm: tuple[list, list | None]
+    n_classes: int
+
+
+@dataclass(frozen=True)
+class Run:
+    """Where a run resumes and logs, and its place under DDP. `run_hash` names the params behind
+    a resume checkpoint (one from other params is not resumed)."""
+
+    seed: int
+    desc: str
+    run_hash: str = ""
+    resume: str | os.PathLike | None = None
+    live_dir: str | None = None
+    rank: int = 0
+    world: int = 1
+
+
+def train_one_epoch(net: torch.nn.Module, loader: ArrayLoader, optimizer, scaler, loss_fn: LossFn, epoch: int,
+                    use_amp: bool, desc: str) -> tuple[float, float]:
+    """One pass over `loader`; (mean training loss, training accuracy)."""
+    net.train()
+    total_loss, correct, seen = 0.0, 0, 0
+    for xb, yb in tqdm(loader, desc=desc, leave=False, disable=desc is None, mininterval=2):
+        with autocast(loader.device, use_amp):
+            loss, logits = loss_fn(net, xb, yb, epoch)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        total_loss += float(loss.detach()) * len(yb)
+        correct += int((logits.detach().argmax(1) == yb).sum())
+        seen += len(yb)
+    return total_loss / max(seen, 1), correct / max(seen, 1)
+
+
+def evaluate(model: torch.nn.Module, data: Data, device: torch.device, batch_size: int) -> dict:
+    """Validation loss and metrics (accuracy, average accuracy, ...) of `model` on `data.val`."""
+    images, labels = data.val
+    logits = infer(model, images, *data.norm, device=device, batch_size=max(256, batch_size))
+    loss = float(F.cross_entropy(logits, torch.as_tensor(labels, dtype=torch.long)))
+    return {"loss": loss, **summarize(labels, logits.argmax(1).numpy(), data.n_classes)}
+
+
+class Trainer:
+    """The optimiser, scheduler, loss scaler and best-epoch state of one run, and its resume
+    checkpoint: everything `fit` keeps between epochs."""
+
+    def __init__(self, model, cfg: LoopParams, run: Run, epochs: int, lr: float, head_lr: float,
+                 generators: dict[str, torch.Generator], aux: torch.nn.Module | None, device: torch.device):
+        self.model, self.aux, self.run, self.generators = model, aux, run, generators
+        self.optimizer = make_optimizer(model, cfg, lr, head_lr, aux)
+        self.optimizer.register_step_post_hook(functools.partial(constrain_after_step, model))
+        self.scheduler = make_scheduler(self.optimizer, cfg, epochs)
+        self.use_amp = cfg.amp and device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and not torch.cuda.is_bf16_supported())
+        self.state = {"epoch": 0, "best": -math.inf, "best_state": None, "bad_epochs": 0, "history": []}
+        self.path = Path(run.resume) if run.resume else None
+
+    def resume(self) -> None:
+        """Continue from the resume checkpoint when it holds this run's params."""
+        if not (self.path and self.path.is_file()):
+            return
+        saved = checkpoint.load(self.path)
+        if saved.get("run_hash") != self.run.run_hash:
             log.warning("%s: checkpoint from other params (hash %s, now %s): starting from scratch",
-                        resume_path, saved.get("run_hash"), run_hash)
-        else:
-            model.load_state_dict(saved["model"])
-            if aux is not None:
-                aux.load_state_dict(saved["aux"])
-            optimizer.load_state_dict(saved["optimizer"])
-            scheduler.load_state_dict(saved["scheduler"])
-            scaler.load_state_dict(saved["scaler"])
-            set_rng_state(saved["rng"], generators)
-            state = saved["state"]
-            log.info("resuming %s from epoch %d (%s)", desc, state["epoch"], resume_path)
+                        self.path, saved.get("run_hash"), self.run.run_hash)
+            return
+        self.model.load_state_dict(saved["model"])
+        if self.aux is not None:
+            self.aux.load_state_dict(saved["aux"])
+        for name in ("optimizer", "scheduler", "scaler"):
+            getattr(self, name).load_state_dict(saved[name])
+        set_rng_state(saved["rng"], self.generators)
+        self.state = saved["state"]
+        log.info("resuming %s from epoch %d (%s)", self.run.desc, self.state["epoch"], self.path)
 
-    net = WithFeatures(model, aux)
-    if world_size > 1:
-        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device] if device.type == "cuda" else None)
-    live = open_live(live_dir, state["history"]) if rank == 0 else None
+    def save(self) -> None:
+        if self.run.rank == 0 and self.path:
+            checkpoint.save(self.path, {
+                "run_hash": self.run.run_hash, "model": self.model.state_dict(),
+                "aux": self.aux.state_dict() if self.aux is not None else None,
+                **{name: getattr(self, name).state_dict() for name in ("optimizer", "scheduler", "scaler")},
+                "rng": rng_state(self.generators), "state": self.state})
 
-    for epoch in range(state["epoch"], epochs):
-        net.train()
-        total_loss, correct, seen = 0.0, 0, 0
-        for xb, yb in tqdm(loader, desc=f"{desc} epoch {epoch + 1}/{epochs}", leave=False,
-                           disable=rank != 0, mininterval=2):
-            with autocast(device, use_amp):
-                loss, logits = loss_fn(net, xb, yb, epoch)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            total_loss += float(loss.detach()) * len(yb)
-            correct += int((logits.detach().argmax(1) == yb).sum())
-            seen += len(yb)
-
-        val_logits = infer(model, val_images, *norm, device=device, batch_size=max(256, cfg.batch_size))
-        val_loss = float(F.cross_entropy(val_logits, torch.as_tensor(val_labels, dtype=torch.long)))
-        val = summarize(val_labels, val_logits.argmax(1).numpy(), n_classes)
-        lr = optimizer.param_groups[0]["lr"]
-        if cfg.scheduler == "plateau":
-            scheduler.step(val["accuracy"] if cfg.plateau.monitor == "accuracy" else val_loss)
-        else:
-            scheduler.step()
-        row = {"epoch": epoch + 1, "train_loss": round(total_loss / max(seen, 1), 5),
-               "train_accuracy": round(correct / max(seen, 1), 4), "val_loss": round(val_loss, 5),
-               "val_accuracy": val["accuracy"], "val_average_accuracy": val["average_accuracy"], "lr": lr}
+    def end_epoch(self, row: dict, val_accuracy: float) -> None:
+        """Record the epoch; keep the best val-accuracy weights."""
+        state = self.state
         state["history"].append(row)
-        log.info("%s epoch %d: %s", desc, epoch + 1, {k: v for k, v in row.items() if k != "epoch"})
-        log_epoch(live, row)
-
-        if val["accuracy"] > state["best"]:
-            state["best"], state["bad_epochs"] = val["accuracy"], 0
-            state["best_state"] = copy.deepcopy(model.state_dict())
+        if val_accuracy > state["best"]:
+            state["best"], state["bad_epochs"] = val_accuracy, 0
+            state["best_state"] = copy.deepcopy(self.model.state_dict())
         else:
             state["bad_epochs"] += 1
-        state["epoch"] = epoch + 1
-        if rank == 0 and resume_path:
-            checkpoint.save(resume_path, {
-                "run_hash": run_hash, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "aux": aux.state_dict() if aux is not None else None,
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                "rng": rng_state(generators), "state": state})
-        if cfg.patience and state["bad_epochs"] >= cfg.patience:
-            log.info("%s: early stop after epoch %d (no val gain for %d epochs)", desc, epoch + 1, cfg.patience)
+        state["epoch"] = row["epoch"]
+
+
+def fit(model: torch.nn.Module, loader: ArrayLoader, data: Data, cfg: LoopParams, run: Run, *, epochs: int,
+        loss_fn: LossFn, lr: float | None = None, head_lr: float | None = None,
+        generators: dict[str, torch.Generator] | None = None, aux: torch.nn.Module | None = None) -> list[dict]:
+    """Train `model` in place for `epochs` (lr / head_lr: the section's unless given); returns the
+    per-epoch history (loss, accuracies, lr). `aux` is a loss module with state of its own (the
+    centre loss's centres): optimised and checkpointed too."""
+    device = loader.device
+    loader.set_memory_budget(cfg.memory_budget_gb)
+    if len(data.val[0]) == 0 or len(loader) == 0:
+        raise ValueError(f"{run.desc}: empty {'validation' if len(data.val[0]) == 0 else 'training'} set "
+                         f"({len(loader.images)} training rows, batch size {loader.batch_size})")
+    warn_few_steps(run.desc, len(loader), epochs, loader.batch_size)
+    trainer = Trainer(model, cfg, run, epochs, lr or cfg.lr, head_lr or cfg.head_lr,
+                      {"loader": loader.generator, **(generators or {})}, aux, device)
+    trainer.resume()
+    net = WithFeatures(model, aux)
+    if run.world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device] if device.type == "cuda" else None)
+    live = open_live(run.live_dir, trainer.state["history"]) if run.rank == 0 else None
+
+    for epoch in range(trainer.state["epoch"], epochs):
+        bar = f"{run.desc} epoch {epoch + 1}/{epochs}" if run.rank == 0 else None
+        train_loss, train_accuracy = train_one_epoch(net, loader, trainer.optimizer, trainer.scaler, loss_fn,
+                                                     epoch, trainer.use_amp, bar)
+        val = evaluate(model, data, device, cfg.batch_size)
+        lr_now = trainer.optimizer.param_groups[0]["lr"]
+        if cfg.scheduler == "plateau":
+            trainer.scheduler.step(val["accuracy"] if cfg.plateau.monitor == "accuracy" else val["loss"])
+        else:
+            trainer.scheduler.step()
+        row = {"epoch": epoch + 1, "train_loss": round(train_loss, 5), "train_accuracy": round(train_accuracy, 4),
+               "val_loss": round(val["loss"], 5), "val_accuracy": val["accuracy"],
+               "val_average_accuracy": val["average_accuracy"], "lr": lr_now}
+        log.info("%s epoch %d: %s", run.desc, epoch + 1, {k: v for k, v in row.items() if k != "epoch"})
+        log_epoch(live, row)
+        trainer.end_epoch(row, val["accuracy"])
+        trainer.save()
+        if cfg.patience and trainer.state["bad_epochs"] >= cfg.patience:
+            log.info("%s: early stop after epoch %d (no val gain for %d epochs)", run.desc, epoch + 1, cfg.patience)
             break
 
-    if cfg.restore_best and state["best_state"] is not None:
-        model.load_state_dict(state["best_state"])
+    if cfg.restore_best and trainer.state["best_state"] is not None:
+        model.load_state_dict(trainer.state["best_state"])
     if live is not None:
         live.end()
-    if rank == 0 and resume_path and resume_path.is_file():
-        resume_path.unlink()  # finished: a later run with these params is DVC's run-cache's job
-    return state["history"]
+    if run.rank == 0 and trainer.path and trainer.path.is_file():
+        trainer.path.unlink()  # finished: a later run with these params is DVC's run-cache's job
+    return trainer.state["history"]
 
 
 def rng_state(generators: dict[str, torch.Generator]) -> dict:

@@ -1,5 +1,5 @@
 """The training step's loss the classification recipes share: on-device augmentation, optional
-multi-resolution degradation, then cross-entropy (optionally class-weighted).
+multi-resolution degradation (given by the recipe), then cross-entropy (optionally class-weighted).
 
 `ce_loss(...)` binds the settings and returns the `loss_fn(net, xb, yb, epoch)` that `loop.fit`
 calls; all state lives in the arguments (no closures)."""
@@ -12,21 +12,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mrfer.transforms import Augment, prepare, random_scales
+from mrfer.transforms import Augment, augment as augment_batch, normalize
+
+# (float NCHW batch in 0..255, epoch) -> the batch with some faces degraded (multi-resolution augmentation)
+LowRes = Callable[[torch.Tensor, int], torch.Tensor]
 
 
 def cross_entropy_step(net, xb: torch.Tensor, yb: torch.Tensor, epoch: int, *, mean: torch.Tensor,
                        std: torch.Tensor, augment: Augment, augment_gen: torch.Generator,
-                       weight: torch.Tensor | None = None, scales: list[str] | None = None,
-                       p: Callable[[int], float] | None = None, scale_gen: torch.Generator | None = None,
-                       kernel: str = "bicubic_aa", center: CenterLoss | None = None,
-                       center_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Augment on the device, degrade each face to a random scale with probability p(epoch) when
-    `scales` are given (multi-resolution augmentation), then cross-entropy, plus `center_weight` x
-    the centre loss of the embedding when `center` is given. Returns (loss, logits)."""
-    picks = random_scales(len(xb), scales, p(epoch), scale_gen) if scales else None
-    x = prepare(xb, mean, std, augment, augment_gen, picks, kernel)
-    logits, features = net(x)
+                       weight: torch.Tensor | None = None, lowres: LowRes | None = None,
+                       center: CenterLoss | None = None, center_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Augment on the device, degrade faces with `lowres` when given (multi-resolution
+    augmentation), then cross-entropy, plus `center_weight` x the centre loss of the embedding
+    when `center` is given. Returns (loss, logits)."""
+    x = augment_batch(xb, augment, augment_gen)
+    if lowres is not None:
+        x = lowres(x, epoch)
+    logits, features = net(normalize(x, mean, std))
     loss = F.cross_entropy(logits, yb, weight=weight)
     if center is not None:
         loss = loss + center_weight * center(features, yb)

@@ -10,7 +10,7 @@ from mrfer.data import shards
 from mrfer.infer import pick_device, seed_everything
 from mrfer.nets import checkpoint
 from mrfer.train import loop
-from mrfer.train.base import FerFinetuneParams, check_input, fit_fer
+from mrfer.train.base import FerFinetuneParams, Outputs, check_input, fit_fer
 
 
 class MultiresFinetuneParams(FerFinetuneParams):
@@ -27,5 +27,5 @@ def fit_multires(cfg: MultiresFinetuneParams, data: str | os.PathLike, cr: str |
     model, meta = checkpoint.load_backbone(cr, len(stats["classes"]), device, cfg.channels_last)
     check_input(meta, stats, cr)
     start = f"{cr} (cr_pretrain, hash {meta['params_hash']})"
-    return fit_fer(cfg, model, start, data, out, report, scales, live_dir, resume, "multires_finetune", "multires",
+    return fit_fer(cfg, model, start, data, scales, Outputs(out, report, live_dir, resume), "multires_finetune",
                    {"arch": meta["arch"], "options": meta.get("options", {}), "cr_params_hash": meta["params_hash"]})
