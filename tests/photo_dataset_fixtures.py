@@ -1,5 +1,5 @@
-"""Tiny datasets in the exact official on-disk layouts (FER2013, FER+, RAF-DB, AffectNet,
-ExpW, JAFFE), including the bad cases each reader must skip.
+"""Tiny photo datasets in the exact official on-disk layouts (FER2013, FER+, RAF-DB, AffectNet,
+ExpW, JAFFE) and generic class folders, including the bad cases each reader must skip.
 
 Every `make_*` writes under `root` and returns what it wrote and what a reader must yield:
     {"records": [expected record dicts], "skips": [(source, reason)], "notes": [(source, note)],
@@ -32,6 +32,9 @@ FERPLUS_HEADER = ("Usage,Image name,neutral,happiness,surprise,sadness,anger,dis
                   "contempt,unknown,NF")
 FERPLUS_VOTE_CLASSES = ("neutral", "happy", "surprise", "sad", "angry", "disgust", "fear", "contempt")
 FOLDER_USAGES = ("Training", "Training", "Training", "PublicTest", "PrivateTest")
+# Class folder spellings of the generic `folders` layout -> canonical class name.
+CLASS_FOLDERS = {"Angry": "angry", "happiness": "happy", "Sad": "sad", "neutral": "neutral"}
+SUBJECT_REGEX = r"^(S\d+)_"
 USAGE_SPLIT = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}
 
 
@@ -642,4 +645,29 @@ def make_jaffe(root: Path, subjects: tuple[str, ...] = ("KA", "KL", "KM", "YM"),
         shutil.copyfile(base / Path(first).name, base / f"{stem}.png")
         out["skips"].append((prefix + f"{stem}.png", f"duplicate image: {stem} already read from {first}"))
         (base / "README").write_text("The JAFFE images may be used only for non-commercial research.\n")
+    return out
+
+
+# ----------------------------------------------------------------------------- class folders
+
+def make_folders(root: Path, n_subjects: int = 2, bad: bool = True, seed: int = 0) -> dict:
+    """{train,test}/<Class>/S<nn>_<k>.png with the class folders spelled as datasets spell them
+    (CLASS_FOLDERS), read with `subject_regex: SUBJECT_REGEX` ("options"). With `bad`: an
+    unknown class folder, a file name with no subject (both skipped) and a Thumbs.db (ignored)."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    out = {"records": [], "skips": [], "options": {"subject_regex": SUBJECT_REGEX}}
+    for split in ("train", "test"):
+        for k, (folder, name) in enumerate(CLASS_FOLDERS.items()):
+            for s in range(1, n_subjects + 1):
+                rel = f"{split}/{folder}/S{s:02d}_{k}.png"
+                write_image(root / rel, face_image(48, label_of(name), rng))
+                out["records"].append(expected(rel, label_of(name), split, subject=f"S{s:02d}", aligned=True))
+    if bad:
+        write_image(root / "train/bored/S01_9.png", face_image(48, 6, rng))
+        out["skips"].append(("train/bored", "unknown class folder: 'bored' (1 images); map it with class_map"))
+        write_image(root / "test/Sad/portrait.png", face_image(48, 4, rng))
+        out["skips"].append(("test/Sad/portrait.png",
+                             f"no subject: file name does not match subject_regex {SUBJECT_REGEX!r}"))
+        (root / "train/Angry/Thumbs.db").write_bytes(b"not an image")
     return out

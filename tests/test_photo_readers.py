@@ -1,5 +1,6 @@
 """Readers for FER2013, FER+, RAF-DB, AffectNet, ExpW and JAFFE on tiny datasets in their
-official layouts (tests/photo_dataset_fixtures.py), bad cases included."""
+official layouts (tests/photo_dataset_fixtures.py), bad cases included: each reader's options,
+layouts and exact skip messages. What every reader must do is checked in test_readers.py."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from photo_dataset_fixtures import (ferplus_expected, make_affectnet, make_expw, make_fer2013,
-                                make_fer2013_duplicates, make_fer2013_folders, make_ferplus, make_jaffe,
-                                make_rafdb)
+                                    make_fer2013_duplicates, make_fer2013_folders, make_ferplus, make_jaffe,
+                                    make_rafdb)
 
-from mrfer.data.datasets import check_options, read
+from mrfer.data.datasets import read
 from mrfer.data.records import DUPLICATE_FIELDS
 from mrfer.errors import DatasetError
 
@@ -133,23 +134,6 @@ def test_fer2013_folders_drop_from_eval(tmp_path):
     assert as_dicts(records) == by_source([r for r in made["records"] if r["source"] != copy])
     assert skip_pairs(skips) == sorted(made["skips"] + [(copy, DROP_REASON.format(first))])
     assert duplicate_rows(skips) == [(copy, first, "test", "train", "dropped")]
-
-
-@pytest.mark.parametrize("name", ["fer2013", "ferplus"])
-def test_bad_duplicates_value_is_refused_before_reading(tmp_path, name):
-    message = (f"dataset '{name}': option duplicates must be one of keep, drop_from_eval, got 'drop'")
-    with pytest.raises(DatasetError, match=message):
-        check_options(name, {"duplicates": "drop"})
-    with pytest.raises(DatasetError, match=message):
-        read(name, tmp_path / "absent", {"duplicates": "drop"})   # refused before the folder is looked at
-
-
-def test_fer2013_without_data_names_the_folder(tmp_path):
-    (tmp_path / "notes.txt").write_text("nothing here")
-    with pytest.raises(DatasetError, match=str(tmp_path)):
-        read("fer2013", tmp_path)
-    with pytest.raises(DatasetError, match="not found"):
-        read("fer2013", tmp_path / "absent")
 
 
 # ----------------------------------------------------------------------------- FER+
@@ -299,40 +283,7 @@ def test_jaffe_subject_and_expression_from_file_names(tmp_path, folder):
     assert not any(r.aligned for r in records)
 
 
-# ----------------------------------------------------------------------------- every reader
-
-READERS = ("fer2013", "ferplus", "rafdb", "affectnet", "expw", "jaffe")
-LABEL_FILES = {"fer2013": ["fer2013.csv"], "ferplus": ["fer2013.csv", "fer2013new.csv"],
-               "rafdb": ["EmoLabel/list_patition_label.txt"],
-               "affectnet": ["Manually_Annotated_file_lists/training.csv"],
-               "expw": ["label/label.lst"]}
-
-
-@pytest.mark.parametrize("name", READERS)
-def test_empty_dataset_is_a_dataset_error(tmp_path, name):
-    if name == "affectnet":
-        (tmp_path / "Manually_Annotated_Images").mkdir()
-    with pytest.raises(DatasetError, match=str(tmp_path)):
-        read(name, tmp_path)
-
-
-@pytest.mark.parametrize("name", sorted(LABEL_FILES))
-def test_garbage_label_files_are_skipped_not_tracebacks(tmp_path, name):
-    """Binary junk in the label files: every line skipped with a reason, then 'no usable faces'.
-    (JAFFE has no label file, and readers do not decode images: the extractor reports those.)"""
-    (tmp_path / "Manually_Annotated_Images").mkdir()
-    header = {"fer2013.csv": "emotion,pixels,Usage\n",
-              "fer2013new.csv": "Usage,Image name,neutral,happiness,surprise,sadness,anger,"
-                                "disgust,fear,contempt,unknown,NF\n"}
-    junk = bytes(np.random.default_rng(1).integers(0, 256, 3000, dtype=np.uint8))
-    junk_lines = b"\n".join([junk[:900], b"1,2,3", b"a b c d e f g h", junk[900:]])
-    for rel in LABEL_FILES[name]:
-        path = tmp_path / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(header.get(rel, "").encode() + junk_lines)
-    with pytest.raises(DatasetError, match="no usable faces"):
-        read(name, tmp_path)
-
+# ----------------------------------------------------------------------------- CSV label files
 
 @pytest.mark.parametrize("name, rel", [("fer2013", "fer2013.csv"),
                                        ("affectnet", "Manually_Annotated_file_lists/training.csv")])

@@ -3,7 +3,8 @@
 Each `make_*` writes real files (JPEG/PNG images, MJPG .avi clips, annotation text exactly as
 the datasets ship it), including the broken cases a reader must report, and returns what it
 wrote: the good items with their true class names, and the (source, reason kind) pairs the
-reader should skip or note with default options.
+reader should skip or note with default options. The `*_expected` functions turn that into the
+records a reader must yield, as ROW_FIELDS tuples.
 """
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from mrfer.data import labels
 
 # Folder / code spellings of each dataset -> canonical class name (written independently of
 # mrfer.data.labels, so the tests check the reader's mapping rather than repeat it).
@@ -22,6 +25,8 @@ AFFWILD2_CODES = {0: "neutral", 1: "angry", 2: "disgust", 3: "fear", 4: "happy",
                   6: "surprise"}
 AFFWILD2_HEADER = "Neutral,Anger,Disgust,Fear,Happiness,Sadness,Surprise,Other"
 AFFWILD2_HEADER_V2 = "Neutral,Anger,Disgust,Fear,Happiness,Sadness,Surprise"   # ABAW 2020/2021
+# The Record fields the `*_expected` rows give, in their order.
+ROW_FIELDS = ("source", "label", "subject", "split", "sequence", "frame", "aligned")
 
 
 def write_image(path: Path, value: int = 128, size: tuple[int, int] = (16, 12)) -> None:
@@ -78,6 +83,25 @@ def make_oulu(root: Path, image_set: str = "OriginalImg", n_frames: int = 5) -> 
     }
 
 
+def oulu_expected(truth, cameras=("VL",), lightings=("Strong",), last=3, first_neutral=False,
+                  aligned=False):
+    """Rows of a make_oulu copy read with these options (the defaults: the oulu reader's)."""
+    expected = []
+    for seq in truth["sequences"]:
+        if seq["camera"] not in cameras or seq["lighting"] not in lightings:
+            continue
+        frames = seq["frames"]
+        n_last = min(last, len(frames))
+        n_neutral = min(int(first_neutral), len(frames) - n_last)
+        chosen = [(f, "neutral") for f in frames[:n_neutral]]
+        chosen += [(f, OULU_CLASSES[seq["cls"]]) for f in frames[len(frames) - n_last:]]
+        for frame, name in chosen:
+            expected.append((f"{seq['dir']}/{frame:03d}.jpeg", labels.index(name), seq["subject"],
+                             None, f"{seq['camera']}/{seq['lighting']}/{seq['subject']}/{seq['cls']}",
+                             frame, aligned))
+    return sorted(expected)
+
+
 def make_sfew(root: Path, nested: bool = True) -> dict:
     """Train[/Train_Aligned_Faces]/<Class>/*.png and Val[/Val_Aligned_Faces]/<Class>/*.png."""
     def split_dir(name: str) -> Path:
@@ -110,6 +134,13 @@ def make_sfew(root: Path, nested: bool = True) -> dict:
     }
 
 
+def sfew_expected(truth, val_split="val", aligned=True):
+    """Rows of a make_sfew copy read with these options (the defaults: the sfew reader's)."""
+    return sorted((i["source"], labels.index(EMOTIW_CLASSES[i["cls"]]), None,
+                   val_split if i["split"] == "val" else i["split"], None, None, aligned)
+                  for i in truth["images"])
+
+
 def make_afew(root: Path) -> dict:
     """Train_AFEW/<Class>/<clip>.avi, Val_AFEW/<Class>/<clip>.avi, plus broken clips."""
     clips = []
@@ -140,6 +171,17 @@ def make_afew(root: Path) -> dict:
                   (rel(duplicate), "duplicate clip"), (rel(unknown.parent), "unknown class folder")],
         "notes": [(rel(faces.parent.parent), "not read")],
     }
+
+
+def afew_expected(truth, frames_of=range, val_split="val"):
+    """Rows of a make_afew copy when `frames_of(n)` picks the frames read of an n-frame clip."""
+    expected = []
+    for clip in truth["clips"]:
+        split = val_split if clip["split"] == "val" else clip["split"]
+        for frame in frames_of(len(clip["brightness"])):
+            expected.append((f"{clip['source']}#{frame}", labels.index(EMOTIW_CLASSES[clip["cls"]]),
+                             None, split, clip["clip"], frame, False))
+    return sorted(expected)
 
 
 def write_annotation(path: Path, header: str | None, lines: list[str]) -> None:
@@ -199,3 +241,16 @@ def make_affwild2(root: Path, release: str = "abaw3") -> dict:
     if release == "abaw3":
         skips += [(a["ann"], "other class")]
     return {"videos": videos, "skips": skips, "expr": expr.relative_to(root).as_posix()}
+
+
+def affwild2_expected(truth, stride=1, val_split="val"):
+    """Rows of a make_affwild2 copy read with frame_stride `stride`."""
+    expected = []
+    for name, video in truth["videos"].items():
+        split = val_split if video["split"] == "val" else video["split"]
+        for frame, code in enumerate(video["codes"], start=1):
+            if (frame - 1) % stride or code not in AFFWILD2_CODES or frame in video["missing"]:
+                continue
+            expected.append((f"cropped_aligned/{name}/{frame:05d}.jpg",
+                             labels.index(AFFWILD2_CODES[code]), name, split, name, frame, True))
+    return sorted(expected)
