@@ -4,7 +4,6 @@ from pathlib import Path
 
 from mrfer import cli, config
 from mrfer.eval import aggregate
-from mrfer.train.kfold import KfoldTestParams
 
 
 def main() -> None:
@@ -13,7 +12,7 @@ def main() -> None:
     parser.add_argument("--reports", required=True, help="folder of the fold reports, <fold>.json")
     parser.add_argument("--out", required=True, help="aggregate JSON to write")
     args = parser.parse_args()
-    folds = config.load_section(args.params, "kfold_test", KfoldTestParams).folds
+    folds = config.load_section(args.params, "kfold_test", aggregate.KfoldFolds).folds
     aggregate.aggregate([Path(args.reports) / f"{key}.json" for key in folds], args.out)
 
 

@@ -11,7 +11,7 @@ import yaml
 
 from assembled_fixture import make_assembled
 from mrfer import config, nets
-from mrfer.data import shards
+from mrfer.data import lowres, shards
 from mrfer.data.scales import DownsampleParams
 from mrfer.errors import InputError, ParamsError
 from mrfer.infer_fsr import encode_targets, fsr_features
@@ -219,7 +219,7 @@ def test_fit_reduces_feature_mse_on_train_pairs(trained, data, base_model):
     hr, _ = shards.load_xy(data, "train")
     hr_t, _ = encode_targets(fer, model.target, hr, meta["mean"], meta["std"])
     for scale in SCALES:
-        lr, _ = shards.load_xy(data, "train", scale)
+        lr, _ = lowres.load_xy(data, "train", scale)
         lr_t, _ = encode_targets(fer, model.target, lr, meta["mean"], meta["std"])
         _, _, sr_mse = super_resolve(fer, model.generator, model.target, lr_t, hr_targets=hr_t)
         lr_mse = float(torch.nn.functional.mse_loss(lr_t, hr_t))
@@ -635,7 +635,7 @@ def test_published_classifier_protocol_fits_on_super_resolved_train_faces(traine
     fit_scales = ["hr"] if fit == "hr" else SCALES
     expected_x, expected_y = [], []
     for scale in fit_scales:  # the embedding (CovPoolFER: 7-d bottleneck) of G(f(train faces)), HR included
-        images, labels = shards.load_xy(data, "train", scale)
+        images, labels = lowres.load_xy(data, "train", scale)
         expected_x.append(fsr_features(fer, model, images, meta["mean"], meta["std"])[0].numpy())
         expected_y.append(labels)
     fits = [c for c in calls if c[0] == "fit"]

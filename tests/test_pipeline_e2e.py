@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from photo_dataset_fixtures import make_fer2013, make_rafdb
-from mrfer.data import shards
+from mrfer.data import lowres, shards
 from pipeline_repo import REPO, TINY, make_repo, run
 
 
@@ -41,7 +41,7 @@ def test_data_stages_then_noop(repo, trace):
         stored = ["hr"] if split == "train" else ["hr", "x2", "x4"]   # assemble.train_scales: false
         assert sorted(p.stem for p in (repo / f"data/assembled/{split}").glob("*.npy")) == stored
         for scale in ("hr", "x2", "x4"):   # train below hr: made from hr.npy by the reader
-            images = shards.load_split(repo / "data/assembled", split, scale)[0]
+            images = lowres.load_split(repo / "data/assembled", split, scale)[0]
             assert images.shape == (len(rows), 32, 32, 1) and images.dtype == np.uint8
         assert all(r["class"] == stats["classes"][int(r["label"])] for r in rows)
         subjects[split] = {r["subject"] for r in rows}
@@ -156,7 +156,7 @@ def test_real_dataset_layouts_assemble(tmp_path, name):
     sources = {}
     for split in ("train", "val", "test"):
         rows = manifest(repo / f"data/assembled/{split}/manifest.csv")
-        images = shards.load_split(repo / "data/assembled", split, "x4")[0]   # train: made from hr.npy
+        images = lowres.load_split(repo / "data/assembled", split, "x4")[0]   # train: made from hr.npy
         assert images.shape == (len(rows), 32, 32, 1)
         sources[split] = {r["source_split"] for r in rows}
     assert sources["test"] == {"test"}  # the dataset's own test split is kept

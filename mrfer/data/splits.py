@@ -12,8 +12,10 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+from pydantic import Field
 from sklearn.model_selection import GroupKFold, StratifiedGroupKFold, StratifiedKFold
 
+from mrfer.config import Section
 from mrfer.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -21,6 +23,11 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 FOLD_PROTOCOLS = ("subject", "image")
 
+
+class Fold(Section):
+    """One entry of `kfold_test.folds`: the fold held out."""
+
+    fold: int = Field(ge=0, description="the held-out fold (0 .. assemble.folds - 1)")
 
 def groups_of(subjects: list, sequences: list) -> np.ndarray:
     """Group id per row: subject, else sequence, else the row itself."""

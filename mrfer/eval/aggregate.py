@@ -4,12 +4,23 @@ from __future__ import annotations
 import os
 
 import numpy as np
+from pydantic import ConfigDict, Field
 
+from mrfer.config import Section
+from mrfer.data.splits import Fold
 from mrfer.errors import ParamsError
 from mrfer.io import read_json, write_json
 
 METRICS = ("accuracy", "average_accuracy", "macro_f1")
 
+
+
+class KfoldFolds(Section):
+    """`kfold_test` as kfold-aggregate reads it: which folds there are (`train` is kfold-test's)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+    folds: dict[str, Fold] = Field(min_length=1)
 
 def aggregate(fold_reports: list[str | os.PathLike], out: str | os.PathLike) -> dict:
     """Mean ± std (ddof 1) over folds of every metric, per model and scale; written to `out`."""

@@ -29,7 +29,7 @@ from mrfer.config import Section
 from mrfer.data import lowres, shards
 from mrfer.data.degrade import degrade
 from mrfer.data.scales import DownsampleParams
-from mrfer.data.splits import FOLD_PROTOCOLS, SPLITS, groups_of, held_out
+from mrfer.data.splits import FOLD_PROTOCOLS, SPLITS, Fold, groups_of, held_out
 from mrfer.errors import InputError, ParamsError
 from mrfer.infer import infer, pick_device, seed_everything
 from mrfer.io import write_json
@@ -56,10 +56,6 @@ class KfoldTrainParams(FinetuneParams):
     val_fraction: float = Field(gt=0, lt=1, description="share of the fold's training part that validates (MAFER: 0.15)")
     distill: FoldDistillParams = Field(
         description="distill per fold: the distill section's settings with these overrides (e.g. its epochs)")
-
-
-class Fold(Section):
-    fold: int = Field(ge=0, description="the held-out fold (0 .. assemble.folds - 1)")
 
 
 class KfoldTestParams(Section):
