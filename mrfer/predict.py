@@ -8,7 +8,7 @@ probability of every class.
 
 Faces are found by `--detector` (`mrfer.data.detect`) and cropped exactly as the extract stage
 crops detected faces (`mrfer.data.faces`). Smallest faces found (face width jaw to jaw, in pixels
-of the input image; measured on synthetic faces by bench/detect.py, README "Face detectors by
+of the input image; measured on synthetic faces by bench/detect.py, docs/benchmarks.md "Face detectors by
 face size"): `landmarks68` (default: dlib's HOG detector + 68 landmarks, eyes levelled) finds
 faces down to 32 px (none at 24 px); `dlib_cnn` (dlib's MMOD CNN + 68 landmarks, batched per
 image size; 1-4 s per image on a CPU) all down to 48 px, half at 32 px, none at 24 px; `haar`
