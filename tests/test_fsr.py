@@ -21,6 +21,7 @@ from mrfer.nets.fsr import (NETWORK_DEFAULTS, FSRCritic, FSRGenerator, FSRModel,
 from mrfer.nets import checkpoint
 from mrfer.train import base, fsr
 from mrfer.transforms import prepare, stats_tensors
+from params_fixture import section
 
 REPO = Path(__file__).resolve().parents[1]
 SCALES = ["x2", "x4"]
@@ -50,10 +51,8 @@ def data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def base_model(data, tmp_path_factory):
     out = tmp_path_factory.mktemp("base")
-    cfg = base.PretrainBaseParams.model_validate({
-        **raw_section("pretrain_base"), "seed": 3, "init": "scratch", "arch_options": {"width": 0.125}, "epochs": 3,
-        "batch_size": 16,
-        "lr": 3e-3, "head_lr": 3e-3})
+    cfg = section("pretrain_base", base.PretrainBaseParams, seed=3, init="scratch", arch_options={"width": 0.125},
+                  epochs=3, batch_size=16, lr=3e-3, head_lr=3e-3)
     base.fit_base(cfg, data, out / "base.pt", out / "base.json", SCALES, live_dir=None, resume=None)
     return out / "base.pt"
 
@@ -569,22 +568,19 @@ def test_fit_with_the_published_settings(data, tmp_path, monkeypatch):
     meta = checkpoint.load(tmp_path / "fsr.pt")["meta"]
     options = {k: meta["config"].get(k, default) for k, default in NETWORK_DEFAULTS.items()}
     assert options == {k: published[k] for k in NETWORK_DEFAULTS}
-    assert "init_scale" not in meta["config"]  # 0.1 is also the default: not written
+    assert set(NETWORK_DEFAULTS) <= set(meta["config"])  # every option named, defaults included
     _, fer_meta = checkpoint.load_model(tmp_path / "cov.pt")
     model = load_fsr(tmp_path / "fsr.pt", fer_meta=fer_meta)  # rebuilt from the options in its meta
     assert not model.generator.input_skip and model.generator.tail[0].kernel_size == (8, 8)
     assert isinstance(model.critic.features[0], SameConv2d)
 
 
-def test_default_options_leave_the_file_and_hash_as_before():
+def test_the_fsr_file_names_every_network_option():
     cfg = config.load_section(REPO / "params.yaml", "fsr_train", fsr.FsrTrainParams)
-    # the CPU default keeps today's behaviour, so models/fsr.pt's bytes (meta config, params_hash) stay put
-    assert {k: getattr(cfg, k) for k in fsr.HASH_NEUTRAL} == fsr.HASH_NEUTRAL
     assert set(fsr.network_config(cfg)) == {"blocks", "channels", "growth", "dense_layers", "residual_scale",
-                                            "critic_channels", "critic_hidden"}
-    assert set(fsr.hashed_params(cfg)) == set(fsr.FsrTrainParams.model_fields) - set(fsr.HASH_NEUTRAL)
-    changed = fsr_config(cfg.seed, pairing="all_scales")
-    assert fsr.hashed_params(changed)["pairing"] == "all_scales"
+                                            "critic_channels", "critic_hidden", *NETWORK_DEFAULTS}
+    changed = fsr.network_config(fsr_config(cfg.seed, tail_kernel=8))
+    assert changed["tail_kernel"] == 8
 
 
 @pytest.mark.parametrize("overrides,match", [
