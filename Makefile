@@ -17,7 +17,10 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
+# `mrfer check` first: every params section is validated before DVC deletes any stage's outputs
+# (a stage that refuses a bad param under dvc repro has already lost its metrics and curves).
 repro: venv
+	$(BIN)/python -m mrfer check
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
 test: venv

@@ -3,12 +3,13 @@
 Commands:
   predict   detect faces in images, a folder, a video or a camera and classify their expression
   export    write a model as ONNX (dynamic batch, preprocessing in its metadata), optionally checked
+  check     validate every params.yaml section (and the cheap cross-section checks) before `dvc repro`
 """
 from __future__ import annotations
 
 import argparse
 
-from mrfer import cli, export, predict
+from mrfer import check, cli, export, predict
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,6 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_arguments(commands.add_parser(
         "export", help="write a model as ONNX and check it against torch with onnxruntime",
         description=export.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
+    check.add_arguments(commands.add_parser(
+        "check", help="validate every params section before any stage runs (make repro runs it first)",
+        description=check.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
     return parser
 
 

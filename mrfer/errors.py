@@ -37,3 +37,11 @@ class UnsafeFileError(MrferError, ValueError):
         super().__init__(f"refused: {path} contains {global_name}, which a weights-only load will not run; "
                          "get the weights as a plain state dict or numpy arrays")
         self.path, self.global_name = path, global_name
+
+
+class NoSpaceError(MrferError, OSError):
+    """A write found no space left on its device (ENOSPC), or too little free space to start."""
+
+
+class DivergedError(MrferError, ArithmeticError):
+    """Training stopped: the loss became NaN or infinite."""

@@ -9,8 +9,10 @@ The ONNX graph is the network alone: input `input` float32 NCHW of any batch siz
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
+import math
 import os
 import warnings
 from pathlib import Path
@@ -63,16 +65,20 @@ def export_onnx(pt_path: str | os.PathLike, onnx_path: str | os.PathLike, opset:
 
     model, meta = checkpoint.load_model(pt_path, "cpu", channels_last=False)
     dummy = torch.zeros(2, meta["channels"], meta["size"], meta["size"])
-    with atomic_path(onnx_path) as tmp, warnings.catch_warnings():
+    graph = io.BytesIO()
+    with warnings.catch_warnings():
         # onnxscript (the new exporter's dependency) is not pinned: the TorchScript exporter it is
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(model, (dummy,), str(tmp), dynamo=False, input_names=[INPUT], output_names=[OUTPUT],
+        torch.onnx.export(model, (dummy,), graph, dynamo=False, input_names=[INPUT], output_names=[OUTPUT],
                           dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}}, opset_version=opset)
-        proto = onnx.load(str(tmp))
-        for key, value in onnx_metadata(meta, pt_path).items():
-            proto.metadata_props.add(key=key, value=value)
-        onnx.checker.check_model(proto)
-        onnx.save(proto, str(tmp))
+    proto = onnx.load_model_from_string(graph.getvalue())
+    for key, value in onnx_metadata(meta, pt_path).items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(proto)
+    # one plain write to a temp file, renamed into place: a full disk is one NoSpaceError naming
+    # onnx_path (ENOSPC), the temp file removed and any earlier file intact
+    with atomic_path(onnx_path) as tmp:
+        tmp.write_bytes(proto.SerializeToString())
     log.info("exported %s -> %s (opset %d)", pt_path, onnx_path, opset)
     return meta
 
@@ -91,12 +97,56 @@ def load_onnx(path: str | os.PathLike):
     except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types
         raise InputError(f"{path}: not a loadable ONNX model ({type(e).__name__}: {str(e)[:200]})") from None
     props = session.get_modelmeta().custom_metadata_map
-    meta = {k[len(PREFIX):]: json.loads(v) for k, v in props.items() if k.startswith(PREFIX)}
+    meta = {}
+    for key, value in props.items():
+        if key.startswith(PREFIX):
+            try:
+                meta[key[len(PREFIX):]] = json.loads(value)
+            except ValueError:
+                raise InputError(f"{path}: metadata {key} = {value[:60]!r} is not JSON (re-export the model "
+                                 "with `mrfer export`)") from None
     missing = [k for k in ("classes", "size", "channels", "mean", "std") if k not in meta]
     if missing:
         raise InputError(f"{path}: not an mrfer ONNX export (metadata lacks {', '.join(missing)}; "
                          f"export it with `mrfer export`)")
+    problem = check_metadata(meta, session)
+    if problem:
+        key, value, expected = problem
+        raise InputError(f"{path}: metadata {PREFIX}{key} = {json.dumps(value)[:80]}: expected {expected} "
+                         "(re-export the model with `mrfer export`)")
     return session, meta
+
+
+def check_metadata(meta: dict, session) -> tuple[str, object, str] | None:
+    """(key, value, what was expected) of the first metadata value that cannot drive the graph
+    (preprocessing that is not numbers, classes that do not match its logits), or None."""
+    def integer(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    def number(v):
+        return (integer(v) or isinstance(v, float)) and math.isfinite(v)
+
+    def fits(dim, value):   # a named or unknown graph dimension takes any value
+        return not integer(dim) or dim == value
+
+    shape_in = session.get_inputs()[0].shape       # [batch, channels, size, size]
+    shape_out = session.get_outputs()[0].shape     # [batch, logits]
+    size, channels, classes = meta["size"], meta["channels"], meta["classes"]
+    if len(shape_in) != 4 or len(shape_out) != 2:
+        return "size", size, f"a graph of input NCHW and output N x classes, not {shape_in} -> {shape_out}"
+    if not (integer(size) and size > 0 and fits(shape_in[2], size) and fits(shape_in[3], size)):
+        return "size", size, f"the side of the graph's input {shape_in}"
+    if not (integer(channels) and channels in (1, 3) and fits(shape_in[1], channels)):
+        return "channels", channels, f"1 or 3, the channels of the graph's input {shape_in}"
+    for key in ("mean", "std"):
+        value = meta[key]
+        if not (key == "std" and value is None or isinstance(value, list) and len(value) == channels
+                and all(map(number, value)) and (key == "mean" or min(value) > 0)):
+            return key, value, f"{channels} {'positive ' if key == 'std' else ''}number(s), one per channel"
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) and c for c in classes)
+            and len(set(classes)) == len(classes) and fits(shape_out[1], len(classes))):
+        return "classes", classes, f"distinct class names, one per logit (the graph has {shape_out[1]})"
+    return None
 
 
 def onnx_logits(session, images: np.ndarray, mean: list[float], std: list[float] | None,
@@ -118,6 +168,7 @@ def compare(pt_path: str | os.PathLike, onnx_path: str | os.PathLike, images: np
     session, onnx_meta = load_onnx(onnx_path)
     if onnx_meta["classes"] != list(meta["classes"]):
         raise InputError(f"{onnx_path}: classes {onnx_meta['classes']} differ from {pt_path}: {meta['classes']}")
+    model.test_view = None   # the ONNX graph is the network on one face (a test_view's crops are the caller's)
     torch_out = infer(model, images, meta["mean"], meta.get("std"), "cpu", batch_size, what="logits").numpy()
     onnx_out = onnx_logits(session, images, onnx_meta["mean"], onnx_meta["std"], batch_size)
     n = len(meta["classes"])
@@ -160,7 +211,7 @@ def add_arguments(parser):
     parser.add_argument("model", help="an mrfer model file, e.g. models/multires.pt")
     parser.add_argument("--onnx", required=True, help="ONNX file to write, e.g. models/multires.onnx")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17, as params.yaml export.opset)")
-    parser.add_argument("--data", help="assembled data (data/assembled): also check onnxruntime against torch "
+    parser.add_argument("--data", help="assembled data (data/assembled/<train_on>): also check onnxruntime against torch "
                         "on its test split and print the max logit difference and both accuracies")
     parser.add_argument("--batch-size", type=int, default=256, help="faces per forward pass in the check")
     parser.set_defaults(func=export_command)

@@ -14,6 +14,7 @@ LAYERS = [
     ("train", ["mrfer/train/"]),
     ("eval", ["mrfer/eval/"]),
     ("apps", ["mrfer/plots.py", "mrfer/predict.py", "mrfer/export.py", "mrfer/cli.py", "mrfer/__main__.py", "mrfer/sections.py",
+              "mrfer/check.py",
               "stages/"]),
 ]
 MODULES = sorted(p for p in REPO.glob("mrfer/**/*.py")) + sorted(REPO.glob("stages/*.py"))

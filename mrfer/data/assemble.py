@@ -8,14 +8,13 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from numpy.lib.format import open_memmap
 from pydantic import Field, ValidationInfo, field_validator
 
 from mrfer.config import Section
 from mrfer.data import splits
 from mrfer.data.shards import MANIFEST_FIELDS, load_array, read_manifest, write_manifest
-from mrfer.errors import InputError
-from mrfer.io import atomic_path, write_json
+from mrfer.errors import DatasetError, InputError
+from mrfer.io import atomic_path, create_npy, write_json
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +73,17 @@ def check_fits(rows: list[dict], arrays: dict[str, np.ndarray], classes: list[st
                          f"classes {classes} (extract.contempt changed since extract ran?); re-run extract")
 
 
+def check_classes(train_labels: np.ndarray, classes: list[str], extracted_dir: Path) -> None:
+    """Refuse a training split with fewer than 2 classes: nothing to tell apart, and class
+    weighting gives the one class weight 0 (a NaN loss)."""
+    counts = Counter(int(k) for k in train_labels)
+    if len(counts) < 2:
+        found = ", ".join(f"{classes[k]}: {n}" for k, n in sorted(counts.items())) or "no faces"
+        raise DatasetError(f"{extracted_dir / 'manifest.csv'}: the training split has {len(counts)} class(es) "
+                           f"({found}; every other class 0); expression recognition needs at least 2: check "
+                           "extract.dataset / extract.root (the whole dataset?) and extract.contempt")
+
+
 def stored_scales(cfg: AssembleParams, split: str, scales: list[str]) -> list[str]:
     """The scales written for `split`: all of them, except train below hr unless `train_scales`."""
     return ["hr", *scales] if split != "train" or cfg.train_scales else ["hr"]
@@ -84,7 +94,7 @@ def write_split(folder: Path, index: np.ndarray, arrays: dict[str, np.ndarray], 
     folder.mkdir(parents=True)
     for scale in scales:
         array = arrays[scale]
-        out = open_memmap(folder / f"{scale}.npy", mode="w+", dtype=np.uint8, shape=(len(index), *array.shape[1:]))
+        out = create_npy(folder / f"{scale}.npy", (len(index), *array.shape[1:]))   # a full disk: one line
         for start in range(0, len(index), 2048):
             out[start:start + 2048] = array[index[start:start + 2048]]
         out.flush()
@@ -105,6 +115,7 @@ def assemble(cfg: AssembleParams, classes: list[str], scales: list[str], kernel:
     groups = splits.groups_of([r["subject"] for r in rows], [r["sequence"] for r in rows])
     source = [r["source_split"] if cfg.keep_source_split else None for r in rows]
     split = splits.assign_splits(labels, groups, source, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    check_classes(labels[split == "train"], classes, extracted_dir)
     for protocol in splits.FOLD_PROTOCOLS:
         folds = splits.assign_folds(labels, groups, cfg.folds, protocol, cfg.seed)
         for row, fold in zip(rows, folds):

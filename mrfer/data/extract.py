@@ -10,7 +10,6 @@ from typing import Any, Literal
 
 import cv2
 import numpy as np
-from numpy.lib.format import open_memmap
 from pydantic import Field, ValidationInfo, field_validator
 from tqdm import tqdm
 
@@ -20,7 +19,7 @@ from mrfer.data.faces import COLORS, NO_FACE_MODES, extract_face
 from mrfer.data.records import DUPLICATE_FIELDS, Record, SkipLog
 from mrfer.data.shards import load_array, read_manifest, write_manifest
 from mrfer.errors import DatasetError, ImageError, InputError
-from mrfer.io import atomic_path, write_json
+from mrfer.io import atomic_path, create_npy, shrink_npy, write_json
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +86,9 @@ def extract(cfg: ExtractParams, out_dir: str | os.PathLike, report_path: str | o
     rows: list[dict] = []
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
-        faces = open_memmap(tmp / "faces.tmp.npy", mode="w+", dtype=np.uint8,
-                            shape=(len(records), size, size, channels))
+        # blocks reserved up front (a full disk: one line here, not a SIGBUS mid-way), then cut
+        # in place to the faces kept (no second copy on disk)
+        faces = create_npy(tmp / "faces.npy", (len(records), size, size, channels))
         for record in tqdm(records, desc=f"extract {cfg.dataset}", unit="face", mininterval=2):
             if record.label >= len(classes):
                 skips.add(record.source, "contempt dropped: extract.contempt is 'drop'")
@@ -104,9 +104,9 @@ def extract(cfg: ExtractParams, out_dir: str | os.PathLike, report_path: str | o
         if not rows:
             raise DatasetError(f"{cfg.root}: no face could be extracted ({len(skips)} skipped: "
                                f"{skips.reasons()})")
-        np.save(tmp / "faces.npy", faces[: len(rows)])
+        faces.flush()
         del faces
-        (tmp / "faces.tmp.npy").unlink()
+        shrink_npy(tmp / "faces.npy", len(rows))
         write_manifest(tmp / "manifest.csv", rows)
     counts = Counter(r["class"] for r in rows)
     report = {

@@ -60,6 +60,21 @@ def low_size(height: int, width: int, scale: str, kernel: str) -> tuple[int, int
     return max(1, round(height * value / short)), max(1, round(width * value / short))
 
 
+# A low-resolution face whose short side is below this many pixels is a few flat blocks: a scale
+# that gives one (x1000 on 64 px faces: 1 px) is refused where the face size is known.
+MIN_LOW_SIDE = 4
+
+
+def too_small(height: int, width: int, scale: str, kernel: str) -> str | None:
+    """Why `scale` is refused for faces of height x width (its low-resolution short side is below
+    MIN_LOW_SIDE), or None when it is fine."""
+    low_h, low_w = low_size(height, width, scale, kernel)
+    if min(low_h, low_w) >= MIN_LOW_SIDE:
+        return None
+    return (f"{scale!r} gives {low_w}x{low_h} px faces from {width}x{height} px ones; the low-resolution side must "
+            f"be at least {MIN_LOW_SIDE} px")
+
+
 class DownsampleParams(Section):
     """`downsample`: the low-resolution scales every later stage tests at, and how they are made."""
 

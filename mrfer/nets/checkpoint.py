@@ -41,8 +41,11 @@ def versions() -> dict[str, str]:
 
 
 def save(path: str | os.PathLike, payload: dict) -> None:
+    """Write `payload` to a temp file and rename it over `path`: a full disk is one `NoSpaceError`
+    naming `path`, with the temp file removed and any earlier `path` intact."""
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+        with open(tmp, "wb") as f:   # a Python file: a full disk raises ENOSPC (torch's own file writer
+            torch.save(payload, f)   # reports it as "enforce fail at inline_container.cc")
 
 
 def load(path: str | os.PathLike, map_location="cpu") -> dict:
@@ -53,7 +56,11 @@ def load(path: str | os.PathLike, map_location="cpu") -> dict:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:  # torch's advice (weights_only=False) is the one thing not to do
         found = re.search(r"GLOBAL ([\w.]+)", str(e))
-        raise UnsafeFileError(path, found.group(1) if found else "a pickled global") from None
+        if found:
+            raise UnsafeFileError(path, found.group(1)) from None
+        cause = re.search(r"Unpickler error:\s*([^\n]{1,80})", str(e))   # e.g. "Unsupported operand 8"
+        kind = "an ONNX model, not" if path.suffix.lower() == ".onnx" else "not"
+        raise InputError(f"{path}: {kind} a torch checkpoint" + (f" ({cause.group(1)})" if cause else "")) from None
     except Exception as e:  # zip errors: name the file, not the unpickler's internals
         raise InputError(f"{path}: not a loadable weights-only checkpoint ({type(e).__name__}: {e})") from None
 
@@ -76,6 +83,7 @@ def load_model(path: str | os.PathLike, device="cpu", channels_last: bool = True
     if missing or unexpected:
         raise InputError(f"{path}: weights do not fit architecture {meta['arch']!r}: "
                          f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+    model.test_view = meta.get("test_view")   # how the fine-tune tested it (mrfer.infer applies it)
     return to_device(model, device, channels_last).eval(), meta
 
 

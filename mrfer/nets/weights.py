@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mrfer.errors import InputError, MissingInputError, UnsafeFileError
+from mrfer.errors import InputError, MissingInputError, MrferError, UnsafeFileError
 from mrfer.nets import checkpoint
 from mrfer.nets.seresnet import TimmSEResNet50
 from mrfer.nets.torchvision_nets import TorchvisionResNet, TorchvisionVGG16
@@ -102,9 +102,31 @@ def read_weight_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if _is_torch_file(path):
         obj = checkpoint.load(path)
     else:
-        with path.open("rb") as f:
-            obj = _NumpyOnlyUnpickler(f, path).load()
+        try:
+            with path.open("rb") as f:
+                obj = _NumpyOnlyUnpickler(f, path).load()
+        except MrferError:
+            raise
+        except Exception as e:  # any byte string reaches the unpickler: name the file, not its internals
+            raise InputError(f"{path}: not a weight file mrfer reads: {_what_it_is(path, e)}; expected a torch "
+                             "state dict (torch.save) or a pickle of numpy arrays") from None
     return _as_state_dict(obj, path)
+
+
+def _what_it_is(path: Path, error: Exception) -> str:
+    """What a file the unpickler could not read looks like, for the error message."""
+    with path.open("rb") as f:
+        head = f.read(4096)
+    if head.startswith(b"PK\x03\x04"):
+        return "a damaged or truncated torch (zip) file: its end is missing"
+    if path.suffix.lower() == ".onnx" or (head[:1] == b"\x08" and b"\x12" in head[:16] and b"onnx" in head.lower()):
+        return "an ONNX model (a network for onnxruntime, not a state dict of weights)"
+    if not head:
+        return "an empty file"
+    first_line = (str(error).splitlines() or [""])[0][:80]
+    if isinstance(error, EOFError) or "truncated" in first_line:
+        return "a truncated pickle (it ends early)"
+    return f"not a pickle ({type(error).__name__}: {first_line})"
 
 
 def _as_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:

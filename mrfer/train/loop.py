@@ -26,6 +26,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from tqdm import tqdm
 
 from mrfer.config import Section
+from mrfer.errors import DivergedError
 from mrfer.infer import Device, autocast, infer
 from mrfer.transforms import Augment
 from mrfer.metrics import summarize
@@ -273,6 +274,10 @@ def train_one_epoch(net: torch.nn.Module, loader: ArrayLoader, optimizer, scaler
         scaler.step(optimizer)
         scaler.update()
         total_loss += float(loss.detach()) * len(yb)
+        if not math.isfinite(total_loss):   # stop: the weights are NaN from here on
+            raise DivergedError(f"{desc or f'epoch {epoch + 1}'}: the training loss is {total_loss} by face "
+                                f"{seen + len(yb)}; likely causes: lr too high, a class weight of 0 "
+                                "(class_weighted on a training split of one class), or non-finite input")
         correct += int((logits.detach().argmax(1) == yb).sum())
         seen += len(yb)
     return total_loss / max(seen, 1), correct / max(seen, 1)
