@@ -67,7 +67,7 @@ def remove_stale_temps(folder: Path, prefix: str) -> None:
     """Remove `folder`'s temp folders named `<prefix><pid>-*` whose process no longer runs here."""
     for entry in folder.iterdir():
         pid = entry.name[len(prefix):].partition("-")[0] if entry.name.startswith(prefix) else ""
-        if not pid.isdigit() or int(pid) == os.getpid():
+        if not pid.isdigit() or int(pid) == os.getpid() or not entry.is_dir():
             continue
         try:
             os.kill(int(pid), 0)
