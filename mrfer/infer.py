@@ -44,15 +44,17 @@ def autocast(device: torch.device, enabled: bool = True):
 
 @torch.no_grad()
 def infer(model: torch.nn.Module, images: np.ndarray, mean: list[float], std: list[float] | None,
-          device: torch.device | str = "cpu", batch_size: int = 256, what: str = "logits") -> torch.Tensor:
-    """Run `model` over NHWC uint8 `images`; `what` is logits | probs | features. Returns CPU float."""
+          device: torch.device | str = "cpu", batch_size: int = 256, what: str = "logits",
+          amp: bool = True) -> torch.Tensor:
+    """Run `model` over NHWC uint8 `images`; `what` is logits | probs | features. Returns CPU float.
+    `amp`: autocast on CUDA (bf16 where supported); False runs in float32."""
     device = torch.device(device)
     model.eval()
     m, s = stats_tensors(mean, std, device)
     outputs = []
     for start in range(0, len(images), batch_size):
         batch = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size])).to(device)
-        with autocast(device):
+        with autocast(device, amp):
             x = prepare(batch, m, s)
             out = model.features(x) if what == "features" else model(x)
         out = out.float()

@@ -250,7 +250,9 @@ def senet_module_names() -> list[tuple[str, str, str]]:
     return rows
 
 
-def _map_vggface2_senet(model, state, source, file_channel_order: str = "bgr"):
+def _map_vggface2_senet(model, state, source, file_channel_order: str = "bgr", keep_head: bool = False):
+    """`keep_head`: the released 8,631-way identity classifier goes into `model.head` (which must be
+    8,631 x 2048: VGGFace2's train identities, in sorted folder order) instead of being skipped."""
     _require(model, TimmSEResNet50, "vggface2_senet", "'seresnet50'")
     if file_channel_order not in ("bgr", "rgb"):
         raise ValueError(f"file_channel_order must be 'bgr' or 'rgb', got {file_channel_order!r}")
@@ -275,7 +277,10 @@ def _map_vggface2_senet(model, state, source, file_channel_order: str = "bgr"):
     for key, tensor in state.items():
         module, _, param = key.rpartition(".")
         if module == head:  # the identity classifier (8631 VGGFace2 subjects)
-            skipped.append(key)
+            if keep_head:   # the Caffe port stores it as a 1x1 conv
+                mapped[f"head.{param}"] = (key, tensor.reshape(tensor.shape[:2]) if param == "weight" else tensor)
+            else:
+                skipped.append(key)
             continue
         if key == first_conv and file_channel_order == "bgr" and tensor.shape[1] == 3:
             tensor = tensor.flip(1)  # BGR input channels -> RGB
@@ -303,7 +308,7 @@ def _fit_input_channels(tensor: torch.Tensor, shape: torch.Size) -> torch.Tensor
 def _assign(model: nn.Module, mapped: dict[str, tuple[str, torch.Tensor]], source: str,
             kind: str) -> None:
     target = model.state_dict()
-    wanted = {k for k in target if not k.startswith("head.")}
+    wanted = {k for k in target if not k.startswith("head.") or k in mapped}   # a head only when the file's is kept
     optional = {k for k in wanted if k.endswith("num_batches_tracked")}
     missing = sorted(wanted - optional - set(mapped))
     unexpected = sorted(file_key for key, (file_key, _) in mapped.items() if key not in wanted)

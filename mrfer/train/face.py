@@ -10,12 +10,14 @@ from __future__ import annotations
 import logging
 import os
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from mrfer.data import shards
+from mrfer.errors import InputError
 from mrfer.infer import pick_device, seed_everything
 from mrfer.io import write_json
 from mrfer.nets import checkpoint
+from mrfer.nets.weights import import_weights
 from mrfer.train import loop
 from mrfer.train.base import FinetuneParams, StartParams, finetune, start_model
 from mrfer.transforms import norm_stats
@@ -27,6 +29,10 @@ class FacePretrainParams(FinetuneParams, StartParams):
     """`face_pretrain`: the identity classifier (init: scratch | imported | an mrfer model file)."""
 
     seed: int
+    keep_identity_head: bool = Field(
+        description="init: imported, kind vggface2_senet: keep the released 8,631-way identity classifier as "
+                    "the head (the identities must be VGGFace2's train identities; MAFER step 1 trains through "
+                    "it) | false: a new head sized to the identities")
 
     @field_validator("init")
     @classmethod
@@ -44,6 +50,14 @@ def fit_face(cfg: FacePretrainParams, data: str | os.PathLike, out: str | os.Pat
     stats = shards.read_stats(data)
     identities = stats["classes"]
     model, start = start_model(cfg, None, len(identities), stats, device, cfg.channels_last)
+    if cfg.keep_identity_head:
+        if cfg.init != "imported" or cfg.weights.kind != "vggface2_senet":
+            raise InputError("face_pretrain.keep_identity_head: true needs init: imported with weights of kind "
+                             "vggface2_senet (the released identity classifier)")
+        if len(identities) != 8631:
+            raise InputError(f"face_pretrain.keep_identity_head: true needs VGGFace2's 8,631 train identities; "
+                             f"{data} has {len(identities)}")
+        import_weights(model, "vggface2_senet", cfg.weights.path, keep_head=True)
     norm = norm_stats(cfg.normalize, cfg.mean, cfg.std, stats)
     run_hash = checkpoint.params_hash("face_pretrain", cfg.model_dump(by_alias=True), stats, world)
     faces = loop.Data(shards.open_xy(data, "train"), shards.load_xy(data, "val"), norm, len(identities))

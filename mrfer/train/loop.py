@@ -9,6 +9,7 @@ ends with the same weights as an uninterrupted run on CPU).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import logging
@@ -41,8 +42,9 @@ class Plateau(Section):
 
     monitor: Literal["loss", "accuracy"] = Field(description="val loss (min) | val accuracy (max, MAFER step 2)")
     factor: float = Field(gt=0, lt=1, description="lr multiplier on a plateau (MAFER: 0.5 step 1, 0.1 step 2)")
-    patience: int = Field(ge=0, description="epochs without improvement before the lr drops (MAFER: 10)")
+    patience: int = Field(ge=0, description="validations without improvement before the lr drops (MAFER: 10)")
     threshold: float = Field(ge=0, description="relative improvement that counts (MAFER: 0.1 step 1, 0.001 step 2)")
+    min_lr: float = Field(ge=0, description="the lr never drops below this (PyTorch's default 0; MAFER step 1: 1e-7)")
 
 
 class StepSchedule(Section):
@@ -87,6 +89,10 @@ class LoopParams(Section):
     momentum: float = Field(ge=0, lt=1, description="sgd's momentum (MAFER step 1: 0.9)")
     nesterov: bool = Field(description="sgd: Nesterov momentum (MAFER step 1: false)")
     adam_eps: float = Field(gt=0, description="adam/adamw's epsilon (PyTorch: 1e-8; CovPoolFER: 0.1)")
+    adam_eps_style: Literal["torch", "tf"] = Field(
+        description="adam only. torch: m_hat / (sqrt(v_hat) + eps) | tf: TensorFlow's AdamOptimizer, whose epsilon "
+                    "is Kingma and Ba's 'epsilon hat': lr sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps), i.e. "
+                    "torch's with eps / sqrt(1 - b2^t) (CovPoolFER, FSR-FER)")
     lr: float = Field(gt=0, description="backbone learning rate")
     head_lr: float = Field(gt=0, description="classifier-head learning rate (MAFER step 2: 1e-2 beside a 1e-4 backbone)")
     weight_decay: float = Field(ge=0)
@@ -99,18 +105,46 @@ class LoopParams(Section):
     plateau: Plateau
     step: StepSchedule
     piecewise: Piecewise
-    patience: int = Field(ge=0, description="early stop after this many epochs without val-accuracy gain (0: off)")
+    accumulate: int = Field(ge=1, description="batches whose gradients add up (the sum of their batch-mean losses) "
+                                              "before one optimiser step; an epoch's last incomplete group is "
+                                              "dropped, as MAFER's code drops it (MAFER: 8 step 1, 4 step 2)")
+    val_unit: Literal["epoch", "steps"] = Field(description="what `val_every` counts: epoch | steps (optimiser steps)")
+    val_every: float = Field(
+        gt=0, description="epoch: validate after every floor(val_every x batches) batches of the epoch, 0 < val_every "
+                          "<= 1 (1: at its end; MAFER step 2: 0.5) | steps: after every val_every-th optimiser step "
+                          "of the epoch that another batch follows, counted from 0 each epoch (MAFER step 1: 1)")
+    val_batches: float = Field(
+        gt=0, le=1, description="share of the val split one validation reads: its first floor(share x batches) "
+                                "batches of batch_size, at least one (1: all; MAFER step 2: 1/3, 0.333333333333)")
+    patience: int = Field(ge=0, description="early stop after this many validations without val-accuracy gain (0: off)")
     restore_best: bool = Field(description="end with the weights of the best val-accuracy epoch")
     amp: bool = Field(description="CUDA only: bf16 autocast where supported (fp16 + loss scaling otherwise)")
     device: Device
     memory_budget_gb: float = Field(gt=0, description="a memory-mapped training split larger than this (GiB) is "
                                                       "streamed from disk by a reader thread, not read into RAM")
 
+    @field_validator("adam_eps_style")
+    @classmethod
+    def _tf_style_is_adam(cls, style: str, info: ValidationInfo) -> str:
+        if style == "tf" and info.data.get("optimizer") == "adamw":
+            raise ValueError("tf is TensorFlow's AdamOptimizer: with optimizer adam only")
+        return style
+
+    @field_validator("val_every")
+    @classmethod
+    def _val_every_fits_unit(cls, every: float, info: ValidationInfo) -> float:
+        if info.data.get("val_unit") == "epoch" and every > 1:
+            raise ValueError("with val_unit epoch, a share of the epoch: 0 < val_every <= 1")
+        if info.data.get("val_unit") == "steps" and every != int(every):
+            raise ValueError("with val_unit steps, a whole number of optimiser steps")
+        return every
+
     def unused(self) -> set[str]:
         """The settings of the schedulers and optimisers not chosen."""
         scheduler, optimizer = self.__dict__["scheduler"], self.__dict__["optimizer"]   # not counted as reads
         out = {"plateau", "step", "piecewise"} - {scheduler}
-        out |= {"momentum", "nesterov"} if optimizer != "sgd" else {"adam_eps"}
+        out |= {"momentum", "nesterov"} if optimizer != "sgd" else {"adam_eps", "adam_eps_style"}
+        out |= {"adam_eps_style"} if optimizer == "adamw" else set()
         return out
 
 
@@ -170,10 +204,47 @@ def make_optimizer(model: FERNet, cfg: LoopParams, lr: float, head_lr: float,
         groups.append({"params": list(aux.parameters()), "lr": lr, "weight_decay": 0.0})
     groups = [g for g in groups if g["params"]]
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(groups, eps=cfg.adam_eps)
+        return (TFAdam if cfg.adam_eps_style == "tf" else torch.optim.Adam)(groups, eps=cfg.adam_eps)
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, eps=cfg.adam_eps)
     return torch.optim.SGD(groups, momentum=cfg.momentum, nesterov=cfg.nesterov)
+
+
+class TFAdam(torch.optim.Optimizer):
+    """TensorFlow 1's AdamOptimizer (tensorflow/python/training/adam.py): with t the step count,
+    m = b1 m + (1 - b1) g, v = b2 v + (1 - b2) g^2, theta -= lr sqrt(1 - b2^t) / (1 - b1^t) * m /
+    (sqrt(v) + eps), so its eps sits outside the bias correction (Kingma and Ba's "epsilon hat"):
+    torch's Adam with eps / sqrt(1 - b2^t), a larger eps in the first steps. `weight_decay` is
+    added to the gradient, as an L2 term in the loss adds it (torch's Adam does the same)."""
+
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0):
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            b1, b2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                grad = p.grad if group["weight_decay"] == 0 else p.grad.add(p, alpha=group["weight_decay"])
+                state = self.state[p]
+                if not state:
+                    state["step"] = torch.zeros((), dtype=torch.float64)
+                    state["m"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["v"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["step"] += 1
+                t = float(state["step"])
+                state["m"].mul_(b1).add_(grad, alpha=1 - b1)
+                state["v"].mul_(b2).addcmul_(grad, grad, value=1 - b2)
+                lr_t = group["lr"] * math.sqrt(1 - b2 ** t) / (1 - b1 ** t)
+                p.addcdiv_(state["m"], state["v"].sqrt().add_(group["eps"]), value=-lr_t)
+        return loss
 
 
 def decayed_parameters(model: torch.nn.Module, decay_on: str) -> list[torch.nn.Parameter]:
@@ -201,7 +272,7 @@ def make_scheduler(optimizer, cfg: LoopParams, epochs: int):
         p = cfg.plateau
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="max" if p.monitor == "accuracy" else "min", factor=p.factor,
-            patience=p.patience, threshold=p.threshold)
+            patience=p.patience, threshold=p.threshold, min_lr=p.min_lr)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
 
 
@@ -261,18 +332,43 @@ class Run:
     world: int = 1
 
 
+def validation_points(n_batches: int, cfg: LoopParams) -> list[int]:
+    """The batches of an epoch (1-based) after which the loop validates. val_unit epoch: every
+    floor(val_every x n) batches (MAFER step 2's `idx % (len(loader) // 2) == 0`); steps: after
+    every val_every-th optimiser step that another batch of the epoch follows (MAFER step 1 checks
+    its step count at the start of each batch, from 0 each epoch)."""
+    if cfg.val_unit == "epoch":
+        every = math.floor(n_batches * cfg.val_every + 1e-9)
+        points = list(range(every, n_batches + 1, every)) if every else []
+    else:
+        every = int(cfg.val_every) * cfg.accumulate
+        points = list(range(every, n_batches, every))
+    if not points:
+        raise ValueError(f"val_every {cfg.val_every} ({cfg.val_unit}, accumulate {cfg.accumulate}) gives no "
+                         f"validation in an epoch of {n_batches} batches: lower it or the batch size")
+    return points
+
+
 def train_one_epoch(net: torch.nn.Module, loader: ArrayLoader, optimizer, scaler, loss_fn: LossFn, epoch: int,
-                    use_amp: bool, desc: str) -> tuple[float, float]:
-    """One pass over `loader`; (mean training loss, training accuracy)."""
+                    use_amp: bool, desc: str, accumulate: int = 1, validate: Callable[[int], None] | None = None,
+                    points: tuple[int, ...] | list[int] = ()) -> tuple[float, float]:
+    """One pass over `loader`; (mean training loss, training accuracy). The gradients of
+    `accumulate` batches add up before each optimiser step (an incomplete last group is dropped);
+    `validate(i)` runs after each batch i (1-based) in `points`."""
     net.train()
     total_loss, correct, seen = 0.0, 0, 0
-    for xb, yb in tqdm(loader, desc=desc, leave=False, disable=desc is None, mininterval=2):
-        with autocast(loader.device, use_amp):
-            loss, logits = loss_fn(net, xb, yb, epoch)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+    points = set(points)
+    optimizer.zero_grad(set_to_none=True)
+    for i, (xb, yb) in enumerate(tqdm(loader, desc=desc, leave=False, disable=desc is None, mininterval=2), 1):
+        steps = i % accumulate == 0
+        with contextlib.nullcontext() if steps or not hasattr(net, "no_sync") else net.no_sync():
+            with autocast(loader.device, use_amp):
+                loss, logits = loss_fn(net, xb, yb, epoch)
+            scaler.scale(loss).backward()   # DDP all-reduces on the batch that steps only
+        if steps:
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
         total_loss += float(loss.detach()) * len(yb)
         if not math.isfinite(total_loss):   # stop: the weights are NaN from here on
             raise DivergedError(f"{desc or f'epoch {epoch + 1}'}: the training loss is {total_loss} by face "
@@ -280,13 +376,23 @@ def train_one_epoch(net: torch.nn.Module, loader: ArrayLoader, optimizer, scaler
                                 "(class_weighted on a training split of one class), or non-finite input")
         correct += int((logits.detach().argmax(1) == yb).sum())
         seen += len(yb)
+        if i in points:
+            validate(i)
+            net.train()
+    optimizer.zero_grad(set_to_none=True)   # MAFER's code zeroes an incomplete group's gradients too
     return total_loss / max(seen, 1), correct / max(seen, 1)
 
 
-def evaluate(model: torch.nn.Module, data: Data, device: torch.device, batch_size: int) -> dict:
-    """Validation loss and metrics (accuracy, average accuracy, ...) of `model` on `data.val`."""
+def evaluate(model: torch.nn.Module, data: Data, device: torch.device, batch_size: int, share: float = 1.0,
+             amp: bool = True) -> dict:
+    """Validation loss and metrics (accuracy, average accuracy, ...) of `model` on `data.val`, or
+    on its first floor(share x batches) batches of `batch_size` (at least one) when share < 1;
+    autocast on CUDA only with `amp`."""
     images, labels = data.val
-    logits = infer(model, images, *data.norm, device=device, batch_size=max(256, batch_size))
+    if share < 1:
+        rows = max(1, math.floor(math.ceil(len(labels) / batch_size) * share + 1e-6)) * batch_size
+        images, labels = images[:rows], labels[:rows]
+    logits = infer(model, images, *data.norm, device=device, batch_size=max(256, batch_size), amp=amp)
     loss = float(F.cross_entropy(logits, torch.as_tensor(labels, dtype=torch.long)))
     return {"loss": loss, **summarize(labels, logits.argmax(1).numpy(), data.n_classes)}
 
@@ -303,7 +409,7 @@ class Trainer:
         self.scheduler = make_scheduler(self.optimizer, cfg, epochs)
         self.use_amp = cfg.amp and device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and not torch.cuda.is_bf16_supported())
-        self.state = {"epoch": 0, "best": -math.inf, "best_state": None, "bad_epochs": 0, "history": []}
+        self.state = {"epoch": 0, "best": -math.inf, "best_state": None, "bad_validations": 0, "history": []}
         self.path = Path(run.resume) if run.resume else None
 
     def resume(self) -> None:
@@ -332,16 +438,22 @@ class Trainer:
                 **{name: getattr(self, name).state_dict() for name in ("optimizer", "scheduler", "scaler")},
                 "rng": rng_state(self.generators), "state": self.state})
 
-    def end_epoch(self, row: dict, val_accuracy: float) -> None:
-        """Record the epoch; keep the best val-accuracy weights."""
+    def validated(self, val: dict, monitor_plateau: str | None) -> None:
+        """One validation: step the plateau scheduler on it (when `monitor_plateau` names the value
+        it watches), keep the best val-accuracy weights."""
         state = self.state
-        state["history"].append(row)
-        if val_accuracy > state["best"]:
-            state["best"], state["bad_epochs"] = val_accuracy, 0
+        if monitor_plateau is not None:
+            self.scheduler.step(val[monitor_plateau])
+        if val["accuracy"] > state["best"]:
+            state["best"], state["bad_validations"] = val["accuracy"], 0
             state["best_state"] = copy.deepcopy(self.model.state_dict())
         else:
-            state["bad_epochs"] += 1
-        state["epoch"] = row["epoch"]
+            state["bad_validations"] += 1
+
+    def end_epoch(self, row: dict) -> None:
+        """Record the epoch."""
+        self.state["history"].append(row)
+        self.state["epoch"] = row["epoch"]
 
 
 def fit(model: torch.nn.Module, loader: ArrayLoader, data: Data, cfg: LoopParams, run: Run, *, epochs: int,
@@ -355,7 +467,8 @@ def fit(model: torch.nn.Module, loader: ArrayLoader, data: Data, cfg: LoopParams
     if len(data.val[0]) == 0 or len(loader) == 0:
         raise ValueError(f"{run.desc}: empty {'validation' if len(data.val[0]) == 0 else 'training'} set "
                          f"({len(loader.images)} training rows, batch size {loader.batch_size})")
-    warn_few_steps(run.desc, len(loader), epochs, loader.batch_size)
+    warn_few_steps(run.desc, len(loader) // cfg.accumulate, epochs, loader.batch_size)
+    points = validation_points(len(loader), cfg)
     trainer = Trainer(model, cfg, run, epochs, lr or cfg.lr, head_lr or cfg.head_lr,
                       {"loader": loader.generator, **(generators or {})}, aux, device)
     trainer.resume()
@@ -364,25 +477,34 @@ def fit(model: torch.nn.Module, loader: ArrayLoader, data: Data, cfg: LoopParams
         net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device] if device.type == "cuda" else None)
     live = open_live(run.live_dir, trainer.state["history"]) if run.rank == 0 else None
 
+    monitor = cfg.plateau.monitor if cfg.scheduler == "plateau" else None
     for epoch in range(trainer.state["epoch"], epochs):
         bar = f"{run.desc} epoch {epoch + 1}/{epochs}" if run.rank == 0 else None
-        train_loss, train_accuracy = train_one_epoch(net, loader, trainer.optimizer, trainer.scaler, loss_fn,
-                                                     epoch, trainer.use_amp, bar)
-        val = evaluate(model, data, device, cfg.batch_size)
         lr_now = trainer.optimizer.param_groups[0]["lr"]
-        if cfg.scheduler == "plateau":
-            trainer.scheduler.step(val["accuracy"] if cfg.plateau.monitor == "accuracy" else val["loss"])
-        else:
+        vals = []
+
+        def validate(batch: int) -> None:
+            vals.append(evaluate(model, data, device, cfg.batch_size, cfg.val_batches, cfg.amp))
+            trainer.validated(vals[-1], monitor)
+            if len(points) > 1:
+                log.info("%s epoch %d batch %d/%d: val accuracy %.4f, loss %.5f, lr %g", run.desc, epoch + 1, batch,
+                         len(loader), vals[-1]["accuracy"], vals[-1]["loss"], trainer.optimizer.param_groups[0]["lr"])
+
+        train_loss, train_accuracy = train_one_epoch(net, loader, trainer.optimizer, trainer.scaler, loss_fn,
+                                                     epoch, trainer.use_amp, bar, cfg.accumulate, validate, points)
+        val = vals[-1]
+        if monitor is None:
             trainer.scheduler.step()
         row = {"epoch": epoch + 1, "train_loss": round(train_loss, 5), "train_accuracy": round(train_accuracy, 4),
                "val_loss": round(val["loss"], 5), "val_accuracy": val["accuracy"],
                "val_average_accuracy": val["average_accuracy"], "lr": lr_now}
         log.info("%s epoch %d: %s", run.desc, epoch + 1, {k: v for k, v in row.items() if k != "epoch"})
         log_epoch(live, row)
-        trainer.end_epoch(row, val["accuracy"])
+        trainer.end_epoch(row)
         trainer.save()
-        if cfg.patience and trainer.state["bad_epochs"] >= cfg.patience:
-            log.info("%s: early stop after epoch %d (no val gain for %d epochs)", run.desc, epoch + 1, cfg.patience)
+        if cfg.patience and trainer.state["bad_validations"] >= cfg.patience:
+            log.info("%s: early stop after epoch %d (no val gain in %d validations)", run.desc, epoch + 1,
+                     cfg.patience)
             break
 
     if cfg.restore_best and trainer.state["best_state"] is not None:
