@@ -7,14 +7,18 @@ file, frame, box (x, y, w, h), face short side in px, model used, predicted clas
 probability of every class.
 
 Faces are found by `--detector` (`mrfer.data.detect`) and cropped exactly as the extract stage
-crops detected faces (`mrfer.data.faces`). Smallest faces found (face width jaw to jaw, in pixels
-of the input image; measured on synthetic faces by bench/detect.py, docs/benchmarks.md "Face detectors by
-face size"): `landmarks68` (default: dlib's HOG detector + 68 landmarks, eyes levelled) finds
-faces down to 32 px (none at 24 px); `dlib_cnn` (dlib's MMOD CNN + 68 landmarks, batched per
-image size; 1-4 s per image on a CPU) all down to 48 px, half at 32 px, none at 24 px; `haar`
-(opencv's cascade, a box only, not levelled) most down to 48 px, a third at 24 px, none at 16 px.
-Smaller faces are listed under `no_face`. `--given-box` / `--no-detect`
-treats each image as an already cropped face (the whole image is the face).
+crops detected faces (`mrfer.data.faces`). Share of real faces found, by face width (jaw to jaw, in
+pixels of the input image; bench/detect.py on LFW faces in 640x480 scenes, docs/benchmarks.md
+"Face detectors by face size"): `retinaface` (default: RetinaFace MobileNet-0.25 + five points,
+eyes levelled; scanned at 1x and 2x, batched) all down to 16 px, 87 % at 14, 67 % at 12, 27 % at
+10, 3 % at 8; `landmarks68` (dlib's HOG detector + 68 landmarks, eyes levelled) all down to 32 px,
+10 % at 24, none at 20; `dlib_cnn` (dlib's MMOD CNN + 68 landmarks, batched per image size; 6-7
+CPU seconds per 640x480 image) all down to 32 px, none at 24; `haar` (opencv's cascade, a box
+only, not levelled) nearly all down to 48 px, 85 % at 24-32, 62 % at 20, none at 14. A face the
+detector does not find is never guessed: it has no row, and an image where no face is found is
+listed under `no_face`.
+`--given-box` / `--no-detect` treats each image as an already cropped face (the whole image is the
+face).
 
 Models: a `.pt` mrfer model runs with torch through `mrfer.infer.infer` (the training
 preprocessing); a `.onnx` file written by `mrfer export` runs with onnxruntime on the CPU, its
@@ -143,7 +147,7 @@ class Predictor:
     small_face_px: int = 48
     margin: float = 0.1
     detect: bool = True
-    detector: str = "landmarks68"
+    detector: str = "retinaface"
     device: torch.device = torch.device("cpu")
     batch_size: int = 64
 
@@ -435,10 +439,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--small-face-px", type=int, default=48,
                         help="faces whose short side is below this many pixels use --small-model (default 48)")
     parser.add_argument("--out", default="predictions", help="output folder (default: predictions)")
-    parser.add_argument("--detector", choices=detect.DETECTORS, default="landmarks68",
-                        help="landmarks68 (default: dlib HOG + 68 landmarks, eyes levelled; faces >= 32 px) | "
-                             "dlib_cnn (dlib MMOD CNN + 68 landmarks; faces >= 48 px, half at 32; 1-4 s per image "
-                             "on a CPU) | haar (opencv cascade, box only; most faces >= 48 px, a third at 24)")
+    parser.add_argument("--detector", choices=detect.DETECTORS, default="retinaface",
+                        help="retinaface (default: RetinaFace + 5 points, eyes levelled; real faces >= 16 px, "
+                             "two thirds at 12) | landmarks68 (dlib HOG + 68 landmarks, eyes levelled; >= 32 px) | "
+                             "dlib_cnn (dlib MMOD CNN + 68 landmarks; seconds per image on a CPU) | "
+                             "haar (opencv cascade, box only; most >= 20 px); docs/benchmarks.md")
     parser.add_argument("--given-box", "--no-detect", dest="detect", action="store_false",
                         help="each image is already a cropped face: skip detection, use the whole image")
     parser.add_argument("--margin", type=float, default=0.1,

@@ -155,7 +155,7 @@ def test_box_crop_and_center_fallback(tmp_path):
     path = tmp_path / "blank.png"
     cv2.imwrite(str(path), np.full((50, 80), 77, np.uint8))
     rec = Record(image=path, label=0, source="blank.png")
-    for detector in ("haar", "landmarks68"):
+    for detector in ("haar", "landmarks68", "retinaface"):
         assert faces.extract_face(rec, 16, 0.1, "gray", "skip", detector) == (
             None, f"no face found by the {detector} detector")
     face, how = faces.extract_face(rec, 16, 0.1, "rgb", "center", "landmarks68")

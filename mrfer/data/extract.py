@@ -37,8 +37,9 @@ class ExtractParams(Section):
     no_face: Literal[NO_FACE_MODES] = Field(description="when the detector finds no face: skip | center "
                                             "(keep the centre crop)")
     detector: Literal[detect.DETECTORS] = Field(description="for faces without given landmarks or box: "
-                                                "landmarks68 (dlib HOG + 68 points, eyes levelled) | dlib_cnn "
-                                                "(dlib MMOD CNN + 68 points) | haar (opencv cascade, box only)")
+                                                "retinaface (RetinaFace + 5 points, eyes levelled) | landmarks68 "
+                                                "(dlib HOG + 68 points, eyes levelled) | dlib_cnn (dlib MMOD CNN "
+                                                "+ 68 points) | haar (opencv cascade, box only)")
 
     @field_validator("dataset")
     @classmethod
