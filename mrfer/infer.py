@@ -13,7 +13,7 @@ from pydantic import Field
 from mrfer.data import shards
 from mrfer.errors import InputError
 from mrfer.metrics import summarize, warn_if_collapsed
-from mrfer.transforms import prepare, stats_tensors
+from mrfer.transforms import EvalView, prepare, stats_tensors, view_crop, view_crops
 
 
 # A params value naming a device.
@@ -51,15 +51,25 @@ def infer(model: torch.nn.Module, images: np.ndarray, mean: list[float], std: li
     device = torch.device(device)
     model.eval()
     m, s = stats_tensors(mean, std, device)
+    crops = view_crops(eval_view(model)) if eval_view(model) else None   # a model's test view: the mean over its crops
     outputs = []
     for start in range(0, len(images), batch_size):
         batch = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size])).to(device)
         with autocast(device, amp):
             x = prepare(batch, m, s)
-            out = model.features(x) if what == "features" else model(x)
+            run = model.features if what == "features" else model
+            out = run(x) if crops is None else \
+                sum(run(view_crop(x, eval_view(model), *crop)).float() for crop in crops) / len(crops)
         out = out.float()
         outputs.append((out.softmax(1) if what == "probs" else out).cpu())
     return torch.cat(outputs) if outputs else torch.empty(0)
+
+
+def eval_view(model: torch.nn.Module) -> EvalView | None:
+    """The view a model is tested through: `model.test_view` (a fine-tune's `test_view`, kept in its
+    file's meta: `checkpoint.load_model`), a mapping or None; under DDP, the inner module's."""
+    view = getattr(getattr(model, "module", model), "test_view", None)
+    return None if view is None else EvalView(**view)
 
 
 def test_at_scales(model: torch.nn.Module, data_dir: str | os.PathLike, scales: list[str],

@@ -15,7 +15,9 @@ from mrfer.train import base, loop, losses
 from mrfer.transforms import Augment
 from params_fixture import section
 
-OFF = {"flip": False, "rotate": 0.0, "scale": 0.0, "translate": 0.0, "brightness": 0.0, "contrast": 0.0}
+NEW_KEYS = {"p": 1.0, "fill": "border", "interpolation": "bilinear", "pipeline": "mrfer", "crop": None,
+            "gray": None, "cutout": None, "elastic": None}   # the augment keys that default to no change
+OFF = {"flip": False, "rotate": 0.0, "scale": 0.0, "translate": 0.0, "brightness": 0.0, "contrast": 0.0, **NEW_KEYS}
 # CovPoolFER's learning_rate.txt as factors of 0.005
 PUBLISHED_LR = {"epochs": [80, 150, 250, 350, 1000], "factors": [0.4, 0.2, 0.1, 0.02, 0.002]}
 

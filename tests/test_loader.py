@@ -66,7 +66,9 @@ def test_streamed_training_equals_in_memory_training(tmp_path, monkeypatch):
     """Same seed: the same weights and history, with augmentation and degradation on the device."""
     monkeypatch.setattr(loader_module, "WINDOW_BLOCKS", WINDOW_BLOCKS)
     mm, labels = faces(tmp_path)
-    augment = Augment(flip=True, rotate=4.0, scale=0.04, translate=0.04, brightness=0.1, contrast=0.1)
+    augment = Augment(flip=True, rotate=4.0, scale=0.04, translate=0.04, brightness=0.1, contrast=0.1, p=1.0, fill="border",
+                      interpolation="bilinear", pipeline="mrfer", crop=None, gray=None, cutout=None,
+                      elastic=None)
     runs = []
     for images, budget in ((np.array(mm), 64.0), (mm, 1e-6)):  # in memory | streamed (tiny budget)
         torch.manual_seed(0)

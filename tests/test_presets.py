@@ -42,7 +42,8 @@ def header(name: str) -> str:
 
 def test_one_preset_per_published_setup():
     assert PRESETS == sorted(["mafer-rafdb", "mafer-fer2013", "mafer-oulu", "fsrfer-rafdb",
-                              "baseline-fer2013", "vgg16-fer2013", "vggface-fer2013", "vggface-fer2013-clean"])
+                              "baseline-fer2013", "vgg16-fer2013", "vgg16-imagenet-fer2013", "vggface-fer2013",
+                              "vggface-fer2013-clean"])
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -94,16 +95,16 @@ def test_apply_preset_cli(tmp_path):
     params.write_text(original)
     cli = [sys.executable, str(SCRIPT)]
     assert "--dry-run" in run([*cli, "--help"], tmp_path).stdout
-    dry = run([*cli, str(CONFIGS / "vgg16-fer2013.yaml"), "--params", str(params), "--dry-run"], tmp_path)
+    dry = run([*cli, str(CONFIGS / "vgg16-imagenet-fer2013.yaml"), "--params", str(params), "--dry-run"], tmp_path)
     assert params.read_text() == original  # a dry run writes nothing
     assert yaml.safe_load(dry.stdout)["pretrain_base"]["arch"] == "vgg16"
-    run([*cli, str(CONFIGS / "vgg16-fer2013.yaml"), "--params", str(params)], tmp_path)
+    run([*cli, str(CONFIGS / "vgg16-imagenet-fer2013.yaml"), "--params", str(params)], tmp_path)
     written = params.read_text()
     assert written == dry.stdout
     assert "# bicubic_aa (PIL antialiased bicubic)" in written  # params.yaml's comments are kept
     assert "weights: {kind: torchvision, path: models/imported/vgg16-397923af.pth}" in written
     assert yaml.safe_load(written)["extract"]["options"] == {"public_test": "val"}  # replaced, not merged
-    again = run([*cli, str(CONFIGS / "vgg16-fer2013.yaml"), "--params", str(params), "--dry-run"], tmp_path)
+    again = run([*cli, str(CONFIGS / "vgg16-imagenet-fer2013.yaml"), "--params", str(params), "--dry-run"], tmp_path)
     assert again.stdout == written  # applying twice changes nothing
 
     bad = tmp_path / "bad.yaml"

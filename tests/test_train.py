@@ -26,8 +26,10 @@ def data(tmp_path_factory):
 
 
 TINY_BASE = {"seed": 3, "init": "scratch", "arch_options": {"width": 0.125}, "epochs": 3, "batch_size": 16, "lr": 3e-3, "head_lr": 3e-3}
-MILD = {"flip": True, "rotate": 4.0, "scale": 0.04, "translate": 0.04, "brightness": 0.1, "contrast": 0.1}
-OFF = {"flip": False, "rotate": 0.0, "scale": 0.0, "translate": 0.0, "brightness": 0.0, "contrast": 0.0}
+NEW_KEYS = {"p": 1.0, "fill": "border", "interpolation": "bilinear", "pipeline": "mrfer", "crop": None,
+            "gray": None, "cutout": None, "elastic": None}   # the augment keys that default to no change
+MILD = {"flip": True, "rotate": 4.0, "scale": 0.04, "translate": 0.04, "brightness": 0.1, "contrast": 0.1, **NEW_KEYS}
+OFF = {"flip": False, "rotate": 0.0, "scale": 0.0, "translate": 0.0, "brightness": 0.0, "contrast": 0.0, **NEW_KEYS}
 
 
 def tiny_cfg(**overrides):

@@ -27,12 +27,23 @@ class VGGFace(FERNet):
 
     The Identity at index 0 of 32/35 stands where the converter's view-Lambda was.
     `width` < 1 scales every conv and fc width (a cheap version; no weights fit it).
+
+    `gray_channels: [mean, std]` (0..1 units) rebuilds, from a gray face normalised by them, the
+    3-channel input XiaoYee's VGG_Finetune fed conv1: torchvision 0.2.0's Normalize with 1-tuples
+    normalised channel 0 only (zip over the 1-tuple), so conv1 saw [z, x, x], z the normalised
+    face and x the 0..1 face = z std + mean. conv1 then keeps the file's three input channels
+    (nothing summed) and pads all three with zeros, as the code did.
     """
 
-    def __init__(self, num_classes: int, in_chans: int, width: float = 1.0):
+    def __init__(self, num_classes: int, in_chans: int, width: float = 1.0,
+                 gray_channels: list[float] | None = None):
         super().__init__()
+        if gray_channels is not None and (in_chans != 1 or len(gray_channels) != 2):
+            raise ValueError(f"vggface gray_channels [mean, std] needs a gray (1-channel) face, got "
+                             f"{in_chans} channels and {gray_channels}")
+        self.gray_channels = None if gray_channels is None else (float(gray_channels[0]), float(gray_channels[1]))
         layers: list[nn.Module] = []
-        channels = in_chans
+        channels = in_chans if gray_channels is None else 3
         for item in _VGG16_LAYOUT:
             if item == "M":
                 layers.append(nn.MaxPool2d(2, 2, ceil_mode=True))
@@ -52,18 +63,27 @@ class VGGFace(FERNet):
         self.embedding_dim = fc
         self.head = nn.Linear(fc, num_classes)
 
+    def conv_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The tensor conv1 sees: `x` itself, or [z, x, x] under `gray_channels` (class docstring)."""
+        if self.gray_channels is None:
+            return x
+        mean, std = self.gray_channels
+        raw = x * std + mean
+        return torch.cat([x, raw, raw], 1)
+
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body[:30](x)  # conv5_3 + ReLU, before pool5
+        return self.body[:30](self.conv_input(x))  # conv5_3 + ReLU, before pool5
 
     def features_from_map(self, fmap: torch.Tensor) -> torch.Tensor:
         return self.body[30:](fmap)
 
     def fc6_features(self, x: torch.Tensor) -> torch.Tensor:
         """conv1_1 .. pool5, fc6, ReLU: the frame features of the published VGG+GRU (`VGG_gru.py`)."""
-        return self.body[:34](x)
+        return self.body[:34](self.conv_input(x))
 
 
 
 @register("vggface")
-def _vggface(num_classes: int, in_chans: int, image_size: int, *, width: float = 1.0) -> FERNet:
-    return VGGFace(num_classes, in_chans, width=width)
+def _vggface(num_classes: int, in_chans: int, image_size: int, *, width: float = 1.0,
+             gray_channels: list[float] | None = None) -> FERNet:
+    return VGGFace(num_classes, in_chans, width=width, gray_channels=gray_channels)

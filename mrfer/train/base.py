@@ -26,7 +26,7 @@ from mrfer.nets import build, checkpoint, registry, to_device
 from mrfer.nets.weights import KINDS, import_weights
 from mrfer.train import losses, loop
 from mrfer.train.loader import ArrayLoader
-from mrfer.transforms import norm_stats, stats_tensors
+from mrfer.transforms import EvalView, norm_stats, stats_tensors
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,9 @@ class FerFinetuneParams(FinetuneParams):
     select_on: Literal["val", "test"] = Field(
         description="the split that picks the best epoch: val | test (only to reproduce a published figure "
                     "that did so: it inflates the test accuracy)")
+    test_view: EvalView | None = Field(
+        description="{resize, size, crops}: validate and test on a centre crop (crops 1) or the mean of ten "
+                    "crops (10) of the face seen at `resize`, kept in the model file (null: the whole face)")
 
 
 class StartParams(Section):
@@ -195,11 +198,13 @@ def fit_fer(cfg: FerFinetuneParams, model: torch.nn.Module, start: str, data: st
     run_hash = checkpoint.params_hash(stage, cfg.model_dump(by_alias=True), stats, start, world)
     fer = loop.Data(shards.open_xy(data, "train"), shards.load_xy(data, selection_split(cfg, stage)), norm, len(classes))
     run = loop.Run(cfg.seed, stage.replace("_", "-"), run_hash, out.resume, out.live_dir, rank, world)
+    model.test_view = None if cfg.test_view is None else cfg.test_view.model_dump()   # infer's view (val and test)
     history = finetune(model, cfg, fer, run)
     if rank != 0:
         return {}
     meta = {**meta_extra, "classes": classes, "size": stats["size"][0], "channels": stats["channels"],
             "mean": norm[0], "std": norm[1], "params_hash": run_hash, "seed": cfg.seed, "stage": stage, "start": start}
+    meta["test_view"] = model.test_view
     checkpoint.save_model(out.model, model, meta)
     name = MODEL_NAMES[stage]
     result = {"start": start, "selected_on": cfg.select_on, "val": history[-1] if history else {},
