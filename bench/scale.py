@@ -79,8 +79,9 @@ def run_stage(stage: str, n: int, work: Path, args) -> dict:
     from mrfer.data import assemble, downsample, extract, labels, scales, shards, splits
     params = REPO / "params.yaml"
     if stage == "extract":
-        cfg = config.load_section(params, "extract", extract.ExtractParams).model_copy(
-            update={"dataset": "fer2013", "root": str(work / "raw"), "options": {}, "size": 48, "color": "gray"})
+        cfg = config.load_section(params, f"datasets.{config.read_params(params)['train_on']}",
+                                  extract.ExtractParams).model_copy(
+            update={"reader": "fer2013", "root": str(work / "raw"), "options": {}, "size": 48, "color": "gray"})
         extract.extract(cfg, work / "extracted", work / "extract.json", work / "duplicates.csv")
     elif stage == "downsample":
         cfg = config.load_section(params, "downsample", scales.DownsampleParams).model_copy(
@@ -89,7 +90,7 @@ def run_stage(stage: str, n: int, work: Path, args) -> dict:
     elif stage == "assemble":
         cfg = config.load_section(params, "assemble", assemble.AssembleParams)
         kernel = config.load_section(params, "downsample", scales.DownsampleParams).kernel
-        assemble.assemble(cfg, labels.class_names("drop"), args.scales, kernel, work / "extracted",
+        assemble.assemble(cfg, "scale", labels.class_names("drop"), args.scales, kernel, work / "extracted",
                           work / "downsampled", work / "assembled", work / "assemble.json")
         return {"note": assembled_bytes(work / "assembled", len(args.scales), cfg.train_scales)}
     elif stage == "kfold":

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -70,11 +71,24 @@ def read_params(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
-def describe_errors(path: str | os.PathLike, name: str, error: ValidationError, schema: type[Section]) -> str:
-    """One line: file, section.key, the value, and what is allowed."""
+def _where(name: str, loc: tuple, origins: dict) -> str:
+    """The dotted key of an error's location, under the section the value came from."""
+    parts = [str(p) for p in loc]
+    for i, part in enumerate(parts):
+        origin = origins.get(part)
+        if isinstance(origin, str):   # inherited from a shared section ("" for the top level)
+            return ".".join(p for p in [origin, *parts[i:]] if p)
+        origins = origin if isinstance(origin, dict) else {}
+    return ".".join([name, *parts])
+
+
+def describe_errors(path: str | os.PathLike, name: str, error: ValidationError, schema: type[Section],
+                    origins: dict | None = None) -> str:
+    """One line: file, section.key (the section it came from, when inherited), the value, and
+    what is allowed."""
     parts = []
     for e in error.errors(include_url=False):
-        key = ".".join([name, *(str(p) for p in e["loc"])])
+        key = _where(name, e["loc"], origins or {})
         if e["type"] == "missing":
             where = " or in ".join([f"'{name}'", *(f"'{p}'" for p in schema.inherits)])
             parts.append(f"{key} is missing (set it in section {where}; see the schema's description)")
@@ -92,19 +106,22 @@ def describe_errors(path: str | os.PathLike, name: str, error: ValidationError, 
 
 
 def load_section(path: str | os.PathLike, name: str, schema: type[S], data: dict | None = None) -> S:
-    """Section `name` of the params file, validated by `schema`; the shared top-level `seed`
-    fills the section's `seed` key when the schema has one."""
+    """Section `name` of the params file (a dotted name such as `datasets.fer2013` is an entry of a
+    section), validated by `schema`; the shared top-level `seed` fills the section's `seed` key
+    when the schema has one."""
     data = read_params(path) if data is None else data
-    if name not in data:
-        raise ParamsError(f"{path}: no section '{name}'")
-    values = data[name]
+    values = data
+    for part in name.split("."):
+        if not isinstance(values, dict) or part not in values:
+            raise ParamsError(f"{path}: no section '{name}'")
+        values = values[part]
     if not isinstance(values, dict):
         raise ParamsError(f"{path}: section '{name}' must be a mapping, got {values!r}")
     values, origins = inherit(path, data, schema, values)
     try:
         section = schema.model_validate(values)
     except ValidationError as e:
-        raise ParamsError(describe_errors(path, name, e, schema)) from None
+        raise ParamsError(describe_errors(path, name, e, schema, origins)) from None
     _set_origins(section, origins)
     _LOADED.append((name, section))
     return section
@@ -124,6 +141,10 @@ def inherit(path: str | os.PathLike, data: dict, schema: type[Section], values: 
         shared = data.get(parent)
         if not isinstance(shared, dict):
             continue   # a key it would have given is then reported missing
+        unknown = sorted(set(shared) - keys)
+        if unknown:   # every key of a shared section is one its sections take: anything else is a typo
+            raise ParamsError(f"{path}: {parent}.{unknown[0]} is not a key of this section "
+                              f"(allowed: {', '.join(sorted(keys - {'seed'}))})")
         for key in keys & set(shared):
             merged[key], origins[key] = shared[key], parent
     if "seed" in keys and "seed" in data:
@@ -162,6 +183,25 @@ class Shared(Section):
     """The top-level keys every stage may read."""
 
     seed: int
+
+
+TOP_LEVEL = ("seed", "datasets", "train_on")   # params.yaml's keys that are not a stage's section
+DATASET_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")   # names become folder and DVC stage names
+
+
+def load_datasets(path: str | os.PathLike, data: dict | None = None) -> list[str]:
+    """The names under `datasets` (each validated where a stage loads it as `datasets.<name>`),
+    after checking the names and that `train_on` is one of them."""
+    data = read_params(path) if data is None else data
+    names = data.get("datasets")
+    if not isinstance(names, dict) or not names:
+        raise ParamsError(f"{path}: `datasets` must map dataset names to {{reader, root, options}}")
+    bad = [n for n in names if not DATASET_NAME.match(str(n))]
+    if bad:
+        raise ParamsError(f"{path}: datasets: bad name(s) {bad}: letters, digits and _ (they name folders and stages)")
+    if data.get("train_on") not in names:
+        raise ParamsError(f"{path}: train_on = {data.get('train_on')!r}: must be one of datasets ({', '.join(names)})")
+    return list(names)
 
 
 def load_seed(path: str | os.PathLike) -> int:

@@ -15,7 +15,7 @@ SCHEMAS = {
     "synthesize": "mrfer.data.synthetic:SynthesizeParams",
     "loop": "mrfer.train.loop:TrainParams",
     "finetune": "mrfer.train.base:FinetuneDefaults",
-    "extract": "mrfer.data.extract:ExtractParams",
+    "extract": "mrfer.data.extract:CropParams",
     "extract_identities": "mrfer.data.identities:ExtractIdentitiesParams",
     "downsample": "mrfer.data.scales:DownsampleParams",
     "assemble": "mrfer.data.assemble:AssembleParams",
@@ -27,6 +27,7 @@ SCHEMAS = {
     "video_train": "mrfer.train.video:VideoTrainParams",
     "fsr_train": "mrfer.train.fsr:FsrTrainParams",
     "classify": "mrfer.eval.classify:ClassifyParams",
+    "cross_eval": "mrfer.eval.cross_eval:CrossEvalParams",
     "export": "mrfer.export:ExportParams",
     "kfold_test": "mrfer.train.kfold:KfoldTestParams",
     "plots": "mrfer.plots:PlotsParams",
@@ -41,8 +42,13 @@ def schema(name: str) -> type[config.Section]:
 def validate_all(path: str | os.PathLike) -> dict[str, config.Section]:
     """Every section of a params file, validated; a section no schema reads is an error too."""
     data = config.read_params(path)
-    unknown = sorted(set(data) - set(SCHEMAS) - set(config.Shared.model_fields))
+    unknown = sorted(set(data) - set(SCHEMAS) - set(config.TOP_LEVEL))
     if unknown:
-        raise ParamsError(f"{path}: unknown section(s) {', '.join(unknown)} (known: {', '.join(SCHEMAS)})")
+        raise ParamsError(f"{path}: unknown section(s) {', '.join(unknown)} (known: {', '.join(SCHEMAS)}, datasets)")
     config.load_seed(path)
-    return {name: config.load_section(path, name, schema(name), data=data) for name in SCHEMAS}
+    names = config.load_datasets(path, data)
+    out = {name: config.load_section(path, name, schema(name), data=data) for name in SCHEMAS}
+    extract = importlib.import_module("mrfer.data.extract")
+    out.update({f"datasets.{name}": config.load_section(path, f"datasets.{name}", extract.ExtractParams, data=data)
+                for name in names})
+    return out

@@ -7,7 +7,8 @@ A preset has the shape of params.yaml, holding only what differs. Merge rule: ev
 in a preset section replaces that key's whole value (so `extract.options`, `arch_options`,
 `augment` or `kfold_test.folds` come from the preset in full, never half-merged with the
 old value); keys the preset does not name keep their value; a top-level scalar (`seed`)
-replaces the old one. A training section may set any key it would take from `loop` (or
+replaces the old one; `datasets` is replaced whole (a preset names the datasets it runs on). A
+training section may set any key it would take from `loop` (or
 `finetune`): the preset's value then overrides the shared one for that stage only. Every section
 must already exist in params.yaml and every key must be one of its schema's, and the merged file
 must pass every section's schema (`mrfer.sections`), so a typo or a bad value fails here instead
@@ -56,6 +57,9 @@ def load(path: Path):
 def merge(params: dict, preset: dict, where: str = "preset") -> dict:
     """Apply `preset` to `params` in place (see the module doc for the rule) and return it."""
     for name, section in preset.items():
+        if name == "datasets":   # the preset's datasets are the workspace's: replaced whole
+            params[name] = section
+            continue
         if name not in params:
             raise PresetError(f"{where}: unknown section '{name}' (params.yaml has: {', '.join(params)})")
         if not isinstance(section, dict):

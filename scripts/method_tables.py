@@ -22,7 +22,8 @@ A record (configs/records/<method>.yaml) says once what a published method's ori
 
 Params are compared as the stages see them: every section of params.yaml (or of a preset merged
 over it by scripts/apply_preset.py) through its schema (mrfer.sections), so a key that a section
-takes from shared settings has its effective value. Floats match within a relative 1e-9; lists
+takes from shared settings has its effective value; `dataset.<key>` is the entry of `datasets`
+that `train_on` names (the dataset the method trains on). Floats match within a relative 1e-9; lists
 and mappings match whole. The check functions return lists of problems; tests/test_methods.py
 runs them.
 """
@@ -76,7 +77,11 @@ def effective_params(path: Path) -> dict:
 
     data = yaml.safe_load(path.read_text())
     values = {k: v for k, v in data.items() if not isinstance(v, dict)}   # top-level scalars: seed
-    values.update({name: section.model_dump(by_alias=True) for name, section in sections.validate_all(path).items()})
+    for name, section in sections.validate_all(path).items():
+        values[name] = section.model_dump(by_alias=True)
+        if name.startswith("datasets."):   # an entry of `datasets`, nested as the file has it
+            values.setdefault("datasets", {})[name.split(".", 1)[1]] = values.pop(name)
+    values["dataset"] = values["datasets"][data["train_on"]]   # `dataset.<key>`: the dataset trained on
     return values
 
 

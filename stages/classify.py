@@ -13,7 +13,7 @@ from mrfer.eval import classify
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml", help="sections classify, downsample.scales, downsample.kernel")
-    parser.add_argument("--data", required=True, help="assembled data (data/assembled)")
+    parser.add_argument("--data", required=True, help="assembled data (data/assembled/<train_on>)")
     parser.add_argument("--models", required=True, help="folder holding <model>.pt (and fsr.pt for +fsr)")
     parser.add_argument("--report", required=True, help="metrics JSON to write")
     parser.add_argument("--table", required=True, help="Markdown table to write")

@@ -15,7 +15,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml",
                         help="sections distill, downsample.scales, downsample.kernel")
-    parser.add_argument("--data", required=True, help="assembled data (data/assembled)")
+    parser.add_argument("--data", required=True, help="assembled data (data/assembled/<train_on>)")
     parser.add_argument("--base", required=True, help="the base model: student start and frozen teacher")
     parser.add_argument("--out", required=True, help="model file to write (models/distill.pt)")
     parser.add_argument("--report", required=True, help="metrics JSON to write")

@@ -15,7 +15,7 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml", help="section export")
     parser.add_argument("--models", required=True, help="folder holding <name>.pt (models)")
     parser.add_argument("--data", required=True,
-                        help="assembled data whose test split checks the copies (data/assembled)")
+                        help="assembled data whose test split checks the copies (data/assembled/<train_on>)")
     parser.add_argument("--out", required=True, help="folder to write, one <name>.onnx each (models/onnx)")
     parser.add_argument("--report", required=True, help="check report JSON to write (reports/export.json)")
     args = parser.parse_args()

@@ -17,7 +17,7 @@ def main() -> None:
     parser.add_argument("--report", required=True, help="report JSON to write (reports/extract_identities.json)")
     args = parser.parse_args()
     cfg = config.load_section(args.params, "extract_identities", identities.ExtractIdentitiesParams)
-    fer = config.load_section(args.params, "extract", extract.ExtractParams)
+    fer = config.load_section(args.params, "extract", extract.CropParams)
     identities.extract_identities(cfg, fer.size, fer.color, fer.detector, args.out, args.report)
 
 

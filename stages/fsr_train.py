@@ -14,7 +14,7 @@ from mrfer.train import fsr
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml", help="sections fsr_train, downsample.scales")
-    parser.add_argument("--data", required=True, help="assembled data (data/assembled)")
+    parser.add_argument("--data", required=True, help="assembled data (data/assembled/<train_on>)")
     parser.add_argument("--fer-model", required=True, help="the frozen FER model file (models/base.pt)")
     parser.add_argument("--out", required=True, help="FSR file to write (models/fsr.pt)")
     parser.add_argument("--report", required=True, help="metrics JSON to write")

@@ -18,7 +18,7 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml",
                         help="sections kfold_test, loop, finetune, distill, assemble.folds, downsample.scales/kernel")
     parser.add_argument("--fold", required=True, help="key of the fold under kfold_test.folds (e.g. fold0)")
-    parser.add_argument("--data", required=True, help="assembled data (data/assembled)")
+    parser.add_argument("--data", required=True, help="assembled data (data/assembled/<train_on>)")
     parser.add_argument("--face", required=True, help="the face model, base's start (models/face.pt)")
     parser.add_argument("--cr", required=True, help="the cross-resolution model, multires's start (models/cr.pt)")
     parser.add_argument("--report", required=True, help="the fold's metrics JSON to write")

@@ -13,7 +13,7 @@ from mrfer.train import multires
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml", help="sections multires_finetune, downsample.scales")
-    parser.add_argument("--data", required=True, help="assembled data (data/assembled)")
+    parser.add_argument("--data", required=True, help="assembled data (data/assembled/<train_on>)")
     parser.add_argument("--cr", required=True, help="the cross-resolution model (models/cr.pt)")
     parser.add_argument("--out", required=True, help="model file to write (models/multires.pt)")
     parser.add_argument("--report", required=True, help="metrics JSON to write")

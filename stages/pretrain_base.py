@@ -17,7 +17,7 @@ from mrfer.train import base
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml", help="sections pretrain_base, downsample.scales")
-    parser.add_argument("--data", required=True, help="assembled data (data/assembled)")
+    parser.add_argument("--data", required=True, help="assembled data (data/assembled/<train_on>)")
     parser.add_argument("--init", required=True, help="the face model, the start when init is face (models/face.pt)")
     parser.add_argument("--out", required=True, help="model file to write (models/base.pt)")
     parser.add_argument("--report", required=True, help="metrics JSON to write")

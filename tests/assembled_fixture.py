@@ -38,6 +38,6 @@ def make_assembled(root: Path, n_per_class=(24, 8, 8), size: int = 32, scales=("
         write_manifest(root / split / "manifest.csv", rows, MANIFEST_FIELDS + ("fold_subject", "fold_image"))
     train = np.load(root / "train" / "hr.npy").astype(float)
     (root / "stats.json").write_text(json.dumps({
-        "mean": [train.mean()], "std": [train.std()], "classes": CLASSES, "scales": ["hr", *scales],
+        "dataset": root.name, "present": CLASSES, "mean": [train.mean()], "std": [train.std()], "classes": CLASSES, "scales": ["hr", *scales],
         "size": [size, size], "channels": 1, "class_counts": {c: n_per_class[0] for c in CLASSES}}))
     return root

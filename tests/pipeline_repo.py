@@ -15,7 +15,8 @@ BIN = Path(sys.executable).parent
 
 TINY = {
     "synthesize": {"n_subjects": 12, "image_size": [96, 96], "frames": [4, 6],
-                   "identities": {"subjects": 6, "images_per_subject": 8, "image_size": [64, 64]}},
+                   "identities": {"subjects": 6, "images_per_subject": 8, "image_size": [64, 64]},
+                   "fer_csv": {"subjects": 6, "images_per_class": 2, "image_size": [64, 64]}},
     "extract": {"size": 32},
     "downsample": {"scales": ["x2", "x4"]},
     "assemble": {"folds": 3},
@@ -43,7 +44,7 @@ def run(cmd: list[str], cwd: Path, check: bool = True, timeout: int = 900,
 
 def deep_update(base: dict, new: dict) -> dict:
     for key, value in new.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict) and key not in ("folds", "options"):
+        if isinstance(value, dict) and isinstance(base.get(key), dict) and key not in ("folds", "options", "datasets"):
             deep_update(base[key], value)
         else:
             base[key] = value

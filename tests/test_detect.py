@@ -133,7 +133,7 @@ def test_extract_detects_faces_of_a_dataset_without_landmarks(tmp_path, detector
         (tmp_path / "raw" / "train" / cls).mkdir(parents=True)
         cv2.imwrite(str(tmp_path / "raw" / "train" / cls / f"S0{index}_a.png"), synthetic_face(index, 200)[0])
     cv2.imwrite(str(tmp_path / "raw" / "train" / "sad" / "S02_blank.png"), np.full((120, 120), 90, np.uint8))
-    values = {**yaml.safe_load((REPO / "params.yaml").read_text())["extract"], "dataset": "folders",
+    values = {**yaml.safe_load((REPO / "params.yaml").read_text())["extract"], "reader": "folders",
               "root": str(tmp_path / "raw"), "options": {"aligned": False}, "size": 48, "no_face": "skip",
               "detector": detector}
     cfg = extract.ExtractParams.model_validate(values)
@@ -172,6 +172,7 @@ def test_missing_packages_are_one_line_naming_what_to_install(fresh_models, monk
     monkeypatch.setitem(sys.modules, "dlib", None)   # import dlib -> ImportError
     with pytest.raises(detect.DetectorMissingError, match=r"pip install dlib-bin==20\.0\.1\.post1$"):
         detect.find_faces(np.zeros((64, 64, 3), np.uint8), "landmarks68")
+
 
 # ---------------------------------------------------------------- RetinaFace
 

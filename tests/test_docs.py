@@ -157,13 +157,30 @@ def overlap(out: str, dep: str) -> bool:
     return out == dep or out.startswith(dep.rstrip("/") + "/") or dep.startswith(out.rstrip("/") + "/")
 
 
+def instances(stage: dict, params: dict) -> list[dict]:
+    """The variables of each instance of a stage: one per `foreach` entry (key, item), else one."""
+    if "foreach" not in stage:
+        return [params]
+    entries = resolve_node(stage["foreach"], params)
+    return [{**params, "key": key, "item": item} for key, item in entries.items()]
+
+
+def resolve_node(value: str, params: dict):
+    node = params
+    for part in value.strip("${}").split("."):
+        node = node[part]
+    return node
+
+
 def dvc_edges() -> set[tuple[str, str]]:
     """(producer, consumer) for every stage whose dep is (inside) another stage's output."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    stages = {name: body.get("do", body) for name, body in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"].items()}
-    outs = {name: [resolve(p, params) for kind in ("outs", "metrics", "plots") for p in paths(body.get(kind))]
+    raw = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    stages = {name: body.get("do", body) for name, body in raw.items()}
+    outs = {name: [resolve(p, v) for v in instances(raw[name], params) for kind in ("outs", "metrics", "plots")
+                   for p in paths(body.get(kind))] for name, body in stages.items()}
+    deps = {name: [resolve(p, v) for v in instances(raw[name], params) for p in paths(body.get("deps"))]
             for name, body in stages.items()}
-    deps = {name: [resolve(p, params) for p in paths(body.get("deps"))] for name, body in stages.items()}
     return {(a, b) for a in stages for b in stages if a != b
             and any(overlap(o, d) for o in outs[a] for d in deps[b])}
 

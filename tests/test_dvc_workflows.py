@@ -85,8 +85,8 @@ def origin(tmp_path_factory):
     repo = workflow_repo(parent / "mrfer")
     out = dvc(repo, "repro", "pretrain-base")
     ran = ran_stages(out.stdout)
-    assert set(ran) == {"synthesize", "extract", "extract-identities", "face-pretrain", "downsample", "assemble",
-                        "pretrain-base"} and ran[0] == "synthesize" and ran[-1] == "pretrain-base", ran
+    assert set(ran) == {"synthesize", "extract@synthetic", "extract-identities", "face-pretrain", "downsample@synthetic",
+                        "assemble@synthetic", "pretrain-base"} and ran[0] == "synthesize" and ran[-1] == "pretrain-base", ran
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "data stages + pretrain-base")
     pushed = dvc(repo, "push")
@@ -130,7 +130,7 @@ def test_git_holds_no_dvc_cached_output_and_dvc_outputs_are_ignored():
         outs = [(out.def_path, out.use_cache) for stage in dvc_repo.index.stages for out in stage.outs]
     cached = sorted({path for path, use_cache in outs if use_cache})
     uncached = sorted({path for path, use_cache in outs if not use_cache})
-    assert "models/base.pt" in cached and "data/assembled" in cached
+    assert "models/base.pt" in cached and "data/assembled/synthetic" in cached
     assert "reports/pretrain_base.json" in uncached
     assert any(path.startswith("data/kfold/") for path in cached)  # foreach expanded
     ignored = set(run(["git", "check-ignore", "--no-index", *cached, *uncached], REPO,
@@ -260,7 +260,7 @@ def test_ssh_remote_push_then_pull_into_fresh_clone(origin, sshd, tmp_path):
     add_ssh_remote(origin.repo, sshd, storage)
     # The packed training arrays and the model (the raw synthetic dataset is hundreds of small
     # files: over SFTP they would only make the test slow).
-    targets = ("data/assembled", "models/face.pt", "models/base.pt")
+    targets = ("data/assembled/synthetic", "models/face.pt", "models/base.pt")
     try:
         pushed = dvc(origin.repo, "push", "-r", "ssh", *targets)
     except AssertionError as e:
@@ -303,7 +303,7 @@ def test_branch_diff_reports_exactly_the_changed_params_and_metrics(origin, tmp_
 
     metrics = json.loads(dvc(repo, "metrics", "diff", "main", "one-epoch", "--json").stdout)
     expected = {}
-    for path in ("reports/synthesize.json", "reports/extract.json", "reports/assemble.json",
+    for path in ("reports/synthesize.json", "reports/extract/synthetic.json", "reports/assemble/synthetic.json",
                  "reports/pretrain_base.json", "dvclive/pretrain_base/metrics.json"):
         old = flat(json.loads(git(repo, "show", f"main:{path}").stdout))
         new = flat(json.loads(git(repo, "show", f"one-epoch:{path}").stdout))
@@ -377,7 +377,7 @@ def test_queued_experiments_run_in_parallel_workers(origin, tmp_path):
     repo = clone(origin, tmp_path)
     sweeps = {"test-0.3": "assemble.test_fraction=0.3", "val-0.3": "assemble.val_fraction=0.3"}
     for name, override in sweeps.items():
-        dvc(repo, "exp", "run", "assemble", "--queue", "-S", override, "-n", name)
+        dvc(repo, "exp", "run", "assemble@synthetic", "--queue", "-S", override, "-n", name)
     started = dvc(repo, "queue", "start", "-j", "2").stdout
     assert "2" in started, started
     deadline = time.monotonic() + 400
@@ -397,9 +397,9 @@ def test_queued_experiments_run_in_parallel_workers(origin, tmp_path):
     shown = json.loads(dvc(repo, "exp", "show", "--json").stdout)
     exps = exp_by_name(shown)
     assert set(sweeps) <= set(exps), sorted(exps)
-    baseline = json.loads((repo / "reports/assemble.json").read_text())["splits"]
-    test_exp = exp_metric(exps["test-0.3"], "reports/assemble.json")["splits"]
-    val_exp = exp_metric(exps["val-0.3"], "reports/assemble.json")["splits"]
+    baseline = json.loads((repo / "reports/assemble/synthetic.json").read_text())["splits"]
+    test_exp = exp_metric(exps["test-0.3"], "reports/assemble/synthetic.json")["splits"]
+    val_exp = exp_metric(exps["val-0.3"], "reports/assemble/synthetic.json")["splits"]
     assert test_exp["test"]["faces"] > baseline["test"]["faces"]
     assert val_exp["val"]["faces"] > baseline["val"]["faces"]
 

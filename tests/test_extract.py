@@ -24,17 +24,31 @@ def repo_section(name: str) -> dict:
     return yaml.safe_load((REPO / "params.yaml").read_text())[name]
 
 
+def repo_dataset() -> dict:
+    """The repo's `datasets` entry that `train_on` names (reader, root, options)."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    return params["datasets"][params["train_on"]]
+
+
 def config(root, **overrides) -> extract.ExtractParams:
-    """The repo's `extract` section, on the dataset at `root`, 32 px, plus `overrides`."""
-    return extract.ExtractParams.model_validate({**repo_section("extract"), "root": str(root), "size": 32,
-                                                 **overrides})
+    """The repo's dataset entry and `extract` section, on the dataset at `root`, 32 px, plus `overrides`."""
+    return extract.ExtractParams.model_validate({**repo_section("extract"), **repo_dataset(), "root": str(root),
+                                                 "size": 32, **overrides})
 
 
-def write_params(tmp_path: Path, **extract_overrides) -> Path:
-    """params.yaml with the repo's extract section updated by `extract_overrides`."""
+def write_params(tmp_path: Path, **overrides) -> Path:
+    """params.yaml with the repo's `extract` section and one dataset `ds` (the repo's entry), updated
+    by `overrides` (each in the section that holds it)."""
+    crop, entry = repo_section("extract"), repo_dataset()
+    for key, value in overrides.items():
+        (entry if key in entry or key == "reader" else crop)[key] = value
     path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump({"extract": {**repo_section("extract"), **extract_overrides}}))
+    path.write_text(yaml.safe_dump({"extract": crop, "datasets": {"ds": entry}, "train_on": "ds"}))
     return path
+
+
+def load(path: Path) -> extract.ExtractParams:
+    return params_config.load_section(path, "datasets.ds", extract.ExtractParams)
 
 
 def run(tmp_path, cfg):
@@ -95,7 +109,7 @@ def read_csv(path: Path) -> list[dict]:
 @pytest.mark.parametrize("mode, dropped", [("keep", 0), ("drop_from_eval", 3)])
 def test_fer2013_duplicates_counted_in_report_and_listed_in_csv(tmp_path, mode, dropped):
     made = make_fer2013_duplicates(tmp_path / "fer")
-    cfg = config(tmp_path / "fer", dataset="fer2013", options={"duplicates": mode}, size=48, color="gray")
+    cfg = config(tmp_path / "fer", reader="fer2013", options={"duplicates": mode}, size=48, color="gray")
     report, images, rows = run(tmp_path, cfg)
     assert report["duplicates"] == {"images": 5, "across_splits": 4, "dropped_from_eval": dropped}
     assert json.loads((tmp_path / "report.json").read_text())["duplicates"] == report["duplicates"]
@@ -117,7 +131,7 @@ def test_contempt_kept_as_eighth_class(tmp_path):
 
 def test_bad_config_and_empty_dataset_fail_clearly(tmp_path):
     with pytest.raises(ParamsError, match="extract.color"):
-        params_config.load_section(write_params(tmp_path, color="cmyk"), "extract", extract.ExtractParams)
+        load(write_params(tmp_path, color="cmyk"))
     with pytest.raises(DatasetError, match="cohn-kanade-images"):
         extract.extract(config(tmp_path), tmp_path / "o", tmp_path / "r.json", tmp_path / "d.csv")
     assert not (tmp_path / "o").exists() and not (tmp_path / "d.csv").exists()
@@ -128,7 +142,7 @@ def test_all_images_unreadable_leaves_no_output(tmp_path):
     (root / "happy").mkdir(parents=True)
     (root / "happy" / "a.png").write_bytes(b"garbage")
     with pytest.raises(DatasetError, match="no face could be extracted"):
-        extract.extract(config(root, dataset="folders", options={}), tmp_path / "o", tmp_path / "r.json",
+        extract.extract(config(root, reader="folders", options={}), tmp_path / "o", tmp_path / "r.json",
                         tmp_path / "d.csv")
     assert not (tmp_path / "o").exists()
 
@@ -199,8 +213,9 @@ def test_export_folders(tmp_path):
 
 
 def test_repo_params_validate():
-    cfg = params_config.load_section(REPO / "params.yaml", "extract", extract.ExtractParams)
-    assert cfg.dataset == "ckplus" and cfg.size >= 32
+    names = params_config.load_datasets(REPO / "params.yaml")
+    cfgs = [params_config.load_section(REPO / "params.yaml", f"datasets.{n}", extract.ExtractParams) for n in names]
+    assert {c.reader for c in cfgs} >= {"ckplus", "fer2013"} and {c.size for c in cfgs} == {repo_section("extract")["size"]}
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -209,32 +224,32 @@ def test_repo_params_validate():
     ({"margin": -0.1}, r"extract\.margin = -0\.1"),
     ({"contempt": "merge"}, r"extract\.contempt = 'merge': .*'drop' or 'keep'"),
     ({"no_face": "guess"}, r"extract\.no_face = 'guess'"),
-    ({"dataset": "nope"}, r"extract\.dataset = 'nope': not a registered reader \(known: .*ckplus"),
+    ({"reader": "nope"}, r"datasets\.ds\.reader = 'nope': not a registered reader \(known: .*ckplus"),
     ({"options": {"apexframes": 3}},
-     r"extract\.options = \{'apexframes': 3\}: dataset 'ckplus': unknown option\(s\) apexframes "
+     r"datasets\.ds\.options = \{'apexframes': 3\}: dataset 'ckplus': unknown option\(s\) apexframes "
      r"\(allowed: apex_frames, frames, neutral_frames\)"),
-    ({"options": {"class_map": {}}}, r"extract\.options = .*unknown option\(s\) class_map"),
-    ({"dataset": "fer2013", "options": {"duplicates": "drop"}},
-     r"extract\.options = \{'duplicates': 'drop'\}: dataset 'fer2013': option duplicates must be one of "
+    ({"options": {"class_map": {}}}, r"datasets\.ds\.options = .*unknown option\(s\) class_map"),
+    ({"reader": "fer2013", "options": {"duplicates": "drop"}},
+     r"datasets\.ds\.options = \{'duplicates': 'drop'\}: dataset 'fer2013': option duplicates must be one of "
      r"keep, drop_from_eval, got 'drop'"),
     ({"sizes": 64}, r"extract\.sizes is not a key of this section \(allowed: .*size"),
 ])
 def test_bad_params_name_file_key_and_value(tmp_path, overrides, message):
     path = write_params(tmp_path, **overrides)
     with pytest.raises(ParamsError, match=rf"^{path}: {message}"):
-        params_config.load_section(path, "extract", extract.ExtractParams)
+        load(path)
 
 
 def test_a_missing_key_is_an_error(tmp_path):
     section = {k: v for k, v in repo_section("extract").items() if k != "no_face"}
     path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump({"extract": section}))
-    with pytest.raises(ParamsError, match="extract.no_face is missing"):
-        params_config.load_section(path, "extract", extract.ExtractParams)
+    path.write_text(yaml.safe_dump({"extract": section, "datasets": {"ds": repo_dataset()}, "train_on": "ds"}))
+    with pytest.raises(ParamsError, match="datasets.ds.no_face is missing .*'extract'"):
+        load(path)
 
 
 def test_options_follow_the_chosen_reader():
-    cfg = config("x", dataset="folders", options={"subject_regex": "^(S\\d+)_"})
+    cfg = config("x", reader="folders", options={"subject_regex": "^(S\\d+)_"})
     assert cfg.options == {"subject_regex": "^(S\\d+)_"}
     assert config("x", options={}).options == {}
 
@@ -253,12 +268,12 @@ def test_stage_script_paths_are_required_and_bad_params_are_one_line(tmp_path):
                             cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 2 and "--out" in result.stderr and "--report" in result.stderr
     result = subprocess.run([sys.executable, "stages/extract.py", "--params", str(write_params(tmp_path)),
-                             "--out", str(tmp_path / "o"), "--report", str(tmp_path / "r.json")],
+                             "--dataset", "ds", "--out", str(tmp_path / "o"), "--report", str(tmp_path / "r.json")],
                             cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 2 and "required: --duplicates" in result.stderr
     assert not (tmp_path / "o").exists()
     result = subprocess.run([sys.executable, "stages/extract.py", "--params", str(write_params(tmp_path, size="big")),
-                             "--out", str(tmp_path / "o"), "--report", str(tmp_path / "r.json"),
+                             "--dataset", "ds", "--out", str(tmp_path / "o"), "--report", str(tmp_path / "r.json"),
                              "--duplicates", str(tmp_path / "d.csv")],
                             cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 2 and "Traceback" not in result.stderr

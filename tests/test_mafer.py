@@ -125,7 +125,9 @@ def test_pretrain_base_starts_from_the_face_model(models, tmp_path):
     cfg = section("pretrain_base", base.PretrainBaseParams, arch_options={"width": 0.125}, epochs=1, batch_size=32,
                   device="cpu")
     stats = read_stats(data)
-    model, start = base.start_model(cfg, root / "face.pt", len(stats["classes"]), stats, torch.device("cpu"), True)
+    model, start, ancestry = base.start_model(cfg, root / "face.pt", len(stats["classes"]), stats,
+                                              torch.device("cpu"), True)
+    assert {d["name"] for d in ancestry["datasets"]} == {"ids"}   # the face model saw identities only
     face_state = checkpoint.load(root / "face.pt")["state_dict"]
     state = model.state_dict()
     assert all(torch.equal(state[k], face_state[k]) for k in face_state if not k.startswith("head."))

@@ -32,26 +32,27 @@ def manifest(path):
 
 
 def test_data_stages_then_noop(repo, trace):
-    run(["dvc", "repro", "assemble"], repo, env={"MRFER_PARAMS_TRACE": str(trace)})
-    stats = json.loads((repo / "data/assembled/stats.json").read_text())
+    run(["dvc", "repro", "assemble@synthetic"], repo, env={"MRFER_PARAMS_TRACE": str(trace)})
+    data = repo / "data/assembled/synthetic"
+    stats = json.loads((data / "stats.json").read_text())
     assert stats["size"] == [32, 32] and stats["channels"] == 1
     subjects = {}
     for split in ("train", "val", "test"):
-        rows = manifest(repo / f"data/assembled/{split}/manifest.csv")
+        rows = manifest(data / split / "manifest.csv")
         stored = ["hr"] if split == "train" else ["hr", "x2", "x4"]   # assemble.train_scales: false
-        assert sorted(p.stem for p in (repo / f"data/assembled/{split}").glob("*.npy")) == stored
+        assert sorted(p.stem for p in (data / split).glob("*.npy")) == stored
         for scale in ("hr", "x2", "x4"):   # train below hr: made from hr.npy by the reader
-            images = lowres.load_split(repo / "data/assembled", split, scale)[0]
+            images = lowres.load_split(data, split, scale)[0]
             assert images.shape == (len(rows), 32, 32, 1) and images.dtype == np.uint8
         assert all(r["class"] == stats["classes"][int(r["label"])] for r in rows)
         subjects[split] = {r["subject"] for r in rows}
     assert not subjects["train"] & subjects["test"] and not subjects["train"] & subjects["val"]
     assert not subjects["val"] & subjects["test"]
-    report = json.loads((repo / "reports/assemble.json").read_text())
-    assert report["subject_independent"] is True
-    second = run(["dvc", "repro", "assemble"], repo)
+    report = json.loads((repo / "reports/assemble/synthetic.json").read_text())
+    assert report["subject_independent"] is True and report["dataset"] == stats["dataset"] == "synthetic"
+    second = run(["dvc", "repro", "assemble@synthetic"], repo)
     assert "Running stage" not in second.stdout
-    assert "up to date" in run(["dvc", "status", "assemble"], repo).stdout
+    assert "up to date" in run(["dvc", "status", "assemble@synthetic"], repo).stdout
 
 
 def declared_params(body: dict, key: str | None) -> set[str]:
@@ -63,6 +64,23 @@ def covered(key: str, others: set[str]) -> bool:
     return any(key == o or key.startswith(o + ".") or o.startswith(key + ".") for o in others)
 
 
+def stage_of(stages: dict, script: str) -> dict:
+    """The dvc.yaml stage that runs `script`: its name, and `foreach` when it has one."""
+    name = next(n for n, b in stages.items() if f"python {script} " in b.get("do", b)["cmd"] + " ")
+    return {"name": name, **({"foreach": stages[name]["foreach"]} if "foreach" in stages[name] else {})}
+
+
+def foreach_key(stage: dict, args: list[str]) -> str | None:
+    """Which instance of a `foreach` stage ran: the key its arguments name (a fold, a dataset)."""
+    if "foreach" not in stage:
+        return None
+    source = stage["foreach"].strip("${}")
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    keys = TINY["kfold_test"]["folds"] if source == "kfold_test.folds" else params[source]
+    return next((k for k in keys if any(a == k or a.endswith(f"/{k}") or f"/{k}/" in a or a.endswith(f"/{k}.json")
+                                        for a in args)), None)
+
+
 def check_params_trace(trace_file: Path) -> dict[str, dict]:
     """Every stage read exactly the params it declares in dvc.yaml: no key read that DVC does not
     track, and no declared (or accepted) key left unread."""
@@ -71,9 +89,9 @@ def check_params_trace(trace_file: Path) -> dict[str, dict]:
     checked = {}
     for entry in runs:
         script, args = entry["argv"][0], entry["argv"][1:]
-        key = args[args.index("--fold") + 1] if "--fold" in args else None
-        name, body = next((n, b.get("do", b)) for n, b in stages.items()
-                          if f"python {script} " in b.get("do", b)["cmd"] + " ")
+        key = foreach_key(stage_of(stages, script), args)
+        name = stage_of(stages, script)["name"]
+        body = stages[name].get("do", stages[name])
         declared = declared_params(body, key)
         leaves = {leaf for leaf in entry["loaded"] if covered(leaf, declared)}
         read = set(entry["read"])
@@ -88,7 +106,9 @@ def test_whole_graph_then_noop(repo, trace):
     run(["dvc", "repro"], repo, env={"MRFER_PARAMS_TRACE": str(trace)})
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     checked = check_params_trace(trace)
-    expected = {n for n, b in stages.items() if "foreach" not in b} | {f"kfold-test@{k}" for k in TINY["kfold_test"]["folds"]}
+    datasets = yaml.safe_load((REPO / "params.yaml").read_text())["datasets"]
+    expected = ({n for n, b in stages.items() if "foreach" not in b} | {f"kfold-test@{k}" for k in TINY["kfold_test"]["folds"]}
+                | {f"{n}@{d}" for n in ("extract", "downsample", "assemble") for d in datasets})
     assert set(checked) == expected  # every stage ran and was checked
     classify = json.loads((repo / "reports/classify.json").read_text())
     assert set(classify) == {"base", "multires", "distill", "base+fsr"}
@@ -125,8 +145,8 @@ def test_predict_cli_agrees_with_classify_on_known_labels(repo, tmp_path):
     """`mrfer predict` on the test faces (as PNGs, known labels) gives the classify stage's figure."""
     if not (repo / "models/base.pt").is_file():
         run(["dvc", "repro", "classify"], repo)
-    faces = np.load(repo / "data/assembled/test/hr.npy")
-    rows = manifest(repo / "data/assembled/test/manifest.csv")
+    faces = np.load(repo / "data/assembled/synthetic/test/hr.npy")
+    rows = manifest(repo / "data/assembled/synthetic/test/manifest.csv")
     folder = tmp_path / "faces"
     folder.mkdir()
     for i, face in enumerate(faces):
@@ -143,20 +163,21 @@ def test_predict_cli_agrees_with_classify_on_known_labels(repo, tmp_path):
 @pytest.mark.parametrize("name", ["fer2013", "rafdb"])
 def test_real_dataset_layouts_assemble(tmp_path, name):
     params = copy.deepcopy(TINY)
-    params["extract"] = {"dataset": name, "root": f"data/raw/{name}", "options": {}, "size": 32}
+    params["datasets"] = {name: {"reader": name, "root": f"data/raw/{name}", "options": {}}}
+    params["train_on"] = name
     repo = make_repo(tmp_path / "repo", params)
     if name == "fer2013":
         made = make_fer2013(repo / "data/raw/fer2013", n_per_class=10)
     else:
         made = make_rafdb(repo / "data/raw/rafdb", n_per_class=10)
-    run(["dvc", "repro", "assemble"], repo)
-    report = json.loads((repo / "reports/extract.json").read_text())
-    assert report["dataset"] == name and report["faces"] == len(made["records"])
+    run(["dvc", "repro", f"assemble@{name}"], repo)
+    report = json.loads((repo / f"reports/extract/{name}.json").read_text())
+    assert report["reader"] == name and report["faces"] == len(made["records"])
     assert report["skipped"] >= len(made["skips"]) > 0  # the fixture's bad rows are reported
     sources = {}
     for split in ("train", "val", "test"):
-        rows = manifest(repo / f"data/assembled/{split}/manifest.csv")
-        images = lowres.load_split(repo / "data/assembled", split, "x4")[0]   # train: made from hr.npy
+        rows = manifest(repo / f"data/assembled/{name}/{split}/manifest.csv")
+        images = lowres.load_split(repo / f"data/assembled/{name}", split, "x4")[0]   # train: made from hr.npy
         assert images.shape == (len(rows), 32, 32, 1)
         sources[split] = {r["source_split"] for r in rows}
     assert sources["test"] == {"test"}  # the dataset's own test split is kept

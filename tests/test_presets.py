@@ -40,10 +40,13 @@ def header(name: str) -> str:
     return "\n".join(line for line in lines[:next(i for i, l in enumerate(lines) if not l.startswith("#"))])
 
 
-def test_one_preset_per_published_setup():
-    assert PRESETS == sorted(["mafer-rafdb", "mafer-fer2013", "mafer-oulu", "fsrfer-rafdb",
-                              "baseline-fer2013", "vgg16-fer2013", "vgg16-imagenet-fer2013", "vggface-fer2013",
-                              "vggface-fer2013-clean"])
+def test_every_preset_a_record_names_exists():
+    """Published setups are the presets the method records name (configs/records/*.yaml); the
+    others run this repo's own recipes on real data (cpu-*)."""
+    named = {p for path in (CONFIGS / "records").glob("*.yaml") for p in yaml.safe_load(path.read_text())["presets"]}
+    assert named and named <= set(PRESETS)
+    assert all(p in named or p.startswith("cpu-") or "Every recipe setting is params.yaml's" in header(p)
+               for p in PRESETS)
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -53,8 +56,10 @@ def test_preset_gives_params_every_stage_accepts(name, tmp_path):
 
     path = merged_params(name, tmp_path)
     cfg = sections.validate_all(path)  # every section through its schema: types, ranges, choices
-    extract = cfg["extract"]
-    reader = datasets.get(extract.dataset)
+    raw = yaml.safe_load(path.read_text())
+    assert raw["train_on"] in raw["datasets"]   # a preset names the datasets it runs on and the one it trains on
+    extract = cfg[f"datasets.{raw['train_on']}"]
+    reader = datasets.get(extract.reader)
     assert extract.root == f"data/raw/{reader.name}"
     base = cfg["pretrain_base"]
     channels = 1 if extract.color == "gray" else 3
@@ -62,7 +67,7 @@ def test_preset_gives_params_every_stage_accepts(name, tmp_path):
         assert len(base.mean) == channels
     weights = base.weights or cfg["face_pretrain"].weights if base.init == "face" else base.weights
     if weights is not None:
-        assert weights.path.startswith("models/imported/")
+        assert weights.path.startswith(("models/imported/", "package:"))   # package: a file a pinned package installs
         assert weights.path in header(name)
     else:
         assert "Weights: none" in header(name)
@@ -103,15 +108,18 @@ def test_apply_preset_cli(tmp_path):
     assert written == dry.stdout
     assert "# bicubic_aa (PIL antialiased bicubic)" in written  # params.yaml's comments are kept
     assert "weights: {kind: torchvision, path: models/imported/vgg16-397923af.pth}" in written
-    assert yaml.safe_load(written)["extract"]["options"] == {"public_test": "val"}  # replaced, not merged
+    assert yaml.safe_load(written)["datasets"] == {"fer2013": {"reader": "fer2013", "root": "data/raw/fer2013",
+                                                               "options": {"public_test": "val"}}}  # replaced whole
     again = run([*cli, str(CONFIGS / "vgg16-imagenet-fer2013.yaml"), "--params", str(params), "--dry-run"], tmp_path)
     assert again.stdout == written  # applying twice changes nothing
 
     bad = tmp_path / "bad.yaml"
     for text, message in (("downsample: {kernels: bilinear}\n", "unknown key(s) in section 'downsample': kernels"),
                           ("trainer: {epochs: 3}\n", "unknown section 'trainer'"),
-                          ("extract: {dataset: fer2013, options: {usage: all}}\n", "unknown option(s) usage"),
-                          ("extract: {dataset: nosuchset}\n", "extract.dataset = 'nosuchset': not a registered reader"),
+                          ("datasets: {f: {reader: fer2013, root: r, options: {usage: all}}}\ntrain_on: f\n",
+                           "unknown option(s) usage"),
+                          ("datasets: {f: {reader: nosuchset, root: r, options: {}}}\ntrain_on: f\n",
+                           "datasets.f.reader = 'nosuchset': not a registered reader"),
                           ("pretrain_base: {epochs: ten}\n", "pretrain_base.epochs = 'ten': Input should be a valid integer")):
         bad.write_text(text)
         result = run([*cli, str(bad), "--params", str(params)], tmp_path, check=False)
@@ -119,9 +127,16 @@ def test_apply_preset_cli(tmp_path):
         assert params.read_text() == written
 
 
+def dataset_fixture(repo: Path, cfg: dict) -> dict:
+    """The preset's dataset (the one `train_on` names), written as its reader's test fixture."""
+    entry = cfg["datasets"][cfg["train_on"]]
+    FIXTURES[entry["reader"]](repo / entry["root"])
+    return entry
+
+
 def weights_placeholder(repo: Path, cfg: dict) -> None:
     for section in ("pretrain_base", "face_pretrain"):
-        if cfg[section]["weights"]:
+        if cfg[section]["weights"] and not cfg[section]["weights"]["path"].startswith("package:"):
             path = repo / cfg[section]["weights"]["path"]
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(b"placeholder: a dry run never loads it")
@@ -143,7 +158,7 @@ def test_dvc_plans_the_pipeline_with_the_preset(name, tmp_path):
     params = merged_params(name, tmp_path, params=repo / "params.yaml")
     (repo / "params.yaml").write_text(params.read_text())
     cfg = yaml.safe_load(params.read_text())
-    FIXTURES[cfg["extract"]["dataset"]](repo / cfg["extract"]["root"])
+    entry = dataset_fixture(repo, cfg)
     weights_placeholder(repo, cfg)
     identities_fixture(repo, cfg)
 
@@ -152,15 +167,16 @@ def test_dvc_plans_the_pipeline_with_the_preset(name, tmp_path):
     dry = run(["dvc", "repro", "--dry", "--force"], repo).stdout
     planned = re.findall(r"^Running stage '([^']+)'", dry, flags=re.M)
     folds = cfg["kfold_test"]["folds"]
-    assert {"extract", "extract-identities", "face-pretrain", "cr-pretrain", "downsample", "assemble",
-            "pretrain-base", "multires-finetune", "distill", "fsr-train", "classify", "kfold-aggregate",
+    name = cfg["train_on"]
+    assert {f"extract@{name}", "extract-identities", "face-pretrain", "cr-pretrain", f"downsample@{name}",
+            f"assemble@{name}", "pretrain-base", "cross-eval", "multires-finetune", "distill", "fsr-train", "classify", "kfold-aggregate",
             "plots"} <= set(planned), planned
     assert sorted(s for s in planned if s.startswith("kfold-test@")) == sorted(f"kfold-test@{k}" for k in folds)
     assert "--fer-model models/base.pt" in dry
 
-    status = json.loads(run(["dvc", "status", "extract", "--json"], repo).stdout)
-    deps = next(entry["changed deps"] for entry in status["extract"] if "changed deps" in entry)
-    assert deps[cfg["extract"]["root"]] == "modified"  # the dataset folder is the stage's dep, and it exists
+    status = json.loads(run(["dvc", "status", f"extract@{name}", "--json"], repo).stdout)
+    deps = next(e["changed deps"] for e in status[f"extract@{name}"] if "changed deps" in e)
+    assert deps[entry["root"]] == "modified"  # the dataset folder is the stage's dep, and it exists
 
 
 @pytest.mark.parametrize("name", ["mafer-rafdb", "mafer-fer2013", "mafer-oulu"])
@@ -172,19 +188,22 @@ def test_extract_runs_on_the_dataset_fixture(name, tmp_path):
     params = merged_params(name, tmp_path, params=repo / "params.yaml")
     (repo / "params.yaml").write_text(params.read_text())
     cfg = yaml.safe_load(params.read_text())
-    FIXTURES[cfg["extract"]["dataset"]](repo / cfg["extract"]["root"])
-    out = run(["dvc", "repro", "--single-item", "extract"], repo).stdout
-    assert "Running stage 'extract'" in out
-    faces = np.load(repo / "data/extracted/faces.npy", mmap_mode="r")
+    dataset_fixture(repo, cfg)
+    stage = f"extract@{cfg['train_on']}"
+    out = run(["dvc", "repro", "--single-item", stage], repo).stdout
+    assert f"Running stage '{stage}'" in out
+    faces = np.load(repo / f"data/extracted/{cfg['train_on']}/faces.npy", mmap_mode="r")
     size, channels = cfg["extract"]["size"], 1 if cfg["extract"]["color"] == "gray" else 3
     assert faces.shape[1:] == (size, size, channels) and len(faces) > 0
-    report = json.loads((repo / "reports/extract.json").read_text())
+    report = json.loads((repo / f"reports/extract/{cfg['train_on']}.json").read_text())
     assert report  # the stage's metrics were written
 
 
 # What a tiny real run shrinks (time on 2 CPU cores); every other value stays the preset's.
 TINY_RUN = {
-    "synthesize": {"n_subjects": 4, "identities": {"subjects": 3, "images_per_subject": 6, "image_size": [128, 128]}},
+    "synthesize": {"n_subjects": 4, "identities": {"subjects": 3, "images_per_subject": 6, "image_size": [128, 128]},
+                   "fer_csv": {"subjects": 2, "images_per_class": 1, "image_size": [64, 64], "difficulty": 0.6,
+                               "apex_intensity": 0.8}},
     "face_pretrain": {"epochs": 1, "batch_size": 8},
     "cr_pretrain": {"epochs": 1, "batch_size": 8},
     "pretrain_base": {"epochs": 2, "batch_size": 8},
@@ -204,10 +223,10 @@ def test_fsrfer_preset_runs_on_the_rafdb_fixture(tmp_path):
     for name, values in TINY_RUN.items():
         cfg[name].update(values)
     (repo / "params.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    make_rafdb(repo / cfg["extract"]["root"], n_per_class=6, bad=False)
+    make_rafdb(repo / cfg["datasets"]["rafdb"]["root"], n_per_class=6, bad=False)
     run(["dvc", "repro", "classify"], repo)
 
-    stats = json.loads((repo / "data/assembled/stats.json").read_text())
+    stats = json.loads((repo / "data/assembled/rafdb/stats.json").read_text())
     assert stats["size"] == [100, 100] and stats["channels"] == 3
     assert stats["scales"] == ["hr", "x3", "x8"] and stats["kernel"] == "matlab"
     report = json.loads((repo / "reports/classify.json").read_text())

@@ -139,7 +139,7 @@ def write_extracted(root: Path, labels: np.ndarray, subjects: list[str], n_low: 
 def test_assemble_writes_disjoint_splits(tmp_path):
     labels, groups = toy(n_subjects=20, per_subject=4)
     extracted, downsampled = write_extracted(tmp_path, labels, [g.split(":")[1] for g in groups])
-    report = assemble(assemble_params(folds=3), list(CLASSES), ["x2"], "bicubic_aa", extracted, downsampled,
+    report = assemble(assemble_params(folds=3), "fixture", list(CLASSES), ["x2"], "bicubic_aa", extracted, downsampled,
                       tmp_path / "assembled", tmp_path / "assemble.json")
     assert report["subject_independent"] and report["folds"] == 3
     assert sum(s["faces"] for s in report["splits"].values()) == len(labels)
@@ -152,15 +152,15 @@ def test_assemble_refuses_inputs_that_do_not_fit(tmp_path):
     extracted, downsampled = write_extracted(tmp_path / "short", labels, subjects, n_low=len(labels) - 1)
     with pytest.raises(InputError, match=f"x2 has {len(labels) - 1} faces but .*manifest.csv has {len(labels)} "
                                          "rows; re-run downsample"):
-        assemble(assemble_params(), list(CLASSES), ["x2"], "bicubic_aa", extracted, downsampled, tmp_path / "a",
+        assemble(assemble_params(), "fixture", list(CLASSES), ["x2"], "bicubic_aa", extracted, downsampled, tmp_path / "a",
                  tmp_path / "r.json")
     labels[0] = CONTEMPT
     extracted, downsampled = write_extracted(tmp_path / "contempt", labels, subjects)
     with pytest.raises(InputError, match=r"label\(s\) \[7\] are not among the 7 classes.*re-run extract"):
-        assemble(assemble_params(), list(CLASSES), ["x2"], "bicubic_aa", extracted, downsampled, tmp_path / "a",
+        assemble(assemble_params(), "fixture", list(CLASSES), ["x2"], "bicubic_aa", extracted, downsampled, tmp_path / "a",
                  tmp_path / "r.json")
     with pytest.raises(MissingInputError, match="manifest not found"):
-        assemble(assemble_params(), list(CLASSES), ["x2"], "bicubic_aa", tmp_path / "none", downsampled, tmp_path / "a",
+        assemble(assemble_params(), "fixture", list(CLASSES), ["x2"], "bicubic_aa", tmp_path / "none", downsampled, tmp_path / "a",
                  tmp_path / "r.json")
     assert not (tmp_path / "a").exists()
 

@@ -40,7 +40,7 @@ def assembled(root: Path, train_scales: bool, kernel: str = "bicubic_aa") -> Pat
         extracted(root / "in", kernel)
     cfg = section("assemble", AssembleParams, train_scales=train_scales)
     out = root / f"assembled_{train_scales}"
-    assemble(cfg, list(CLASSES), SCALES, kernel, root / "in" / "extracted", root / "in" / "downsampled", out,
+    assemble(cfg, "fixture", list(CLASSES), SCALES, kernel, root / "in" / "extracted", root / "in" / "downsampled", out,
              root / f"assemble_{train_scales}.json")
     return out
 

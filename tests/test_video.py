@@ -287,9 +287,17 @@ def mrfer_cfg(**mrfer_gru) -> video.VideoTrainParams:
                     clip_score="probabilities", mrfer_gru=mrfer_gru)
 
 
-def extract_values(**overrides) -> dict:
-    return {**repo_section("extract"), "dataset": "ckplus", "options": {"apex_frames": 3, "neutral_frames": 1},
+def extract_values(root: str = "data/raw/tiny", **overrides) -> dict:
+    """A `datasets` entry (reader, root, options) with the crop keys of `extract` filled in."""
+    return {**repo_section("extract"), "reader": "ckplus", "root": root, "options": {"apex_frames": 3, "neutral_frames": 1},
             "size": 32, "color": "gray", "margin": 0.1, "contempt": "drop", "no_face": "skip", **overrides}
+
+
+def stage_params(root: Path, **sections) -> dict:
+    """A params file for the stage: the tiny set as the one dataset, its crop keys in `extract`."""
+    entry = extract_values(str(root / "raw"))
+    crop = {k: entry.pop(k) for k in list(entry) if k not in ("reader", "root", "options")}
+    return {"datasets": {"tiny": entry}, "train_on": "tiny", "extract": crop, **sections}
 
 
 def tiny_extract(**overrides) -> ExtractParams:
@@ -471,7 +479,7 @@ def run_stage(monkeypatch, *argv):
 
 
 def stage_args(root: Path, out_dir: Path) -> list[str]:
-    return ["--data", str(root / "assembled"), "--raw", str(root / "raw"), "--fer-model", str(root / "cnn.pt"),
+    return ["--data", str(root / "assembled"), "--dataset", "tiny", "--raw", str(root), "--fer-model", str(root / "cnn.pt"),
             "--face-model", str(root / "face.pt"), "--out", str(out_dir / "video.pt"),
             "--report", str(out_dir / "video_train.json"), "--live", str(out_dir / "live")]
 
@@ -481,8 +489,7 @@ def test_stage_script_help_and_bad_key(tiny, tmp_path, monkeypatch, capsys, capl
     help_text = capsys.readouterr().out
     assert "--params" in help_text and "video-train" in help_text and "--face-model" in help_text
     params_file = tmp_path / "params.yaml"
-    params_file.write_text(yaml.safe_dump({"seed": 1, "extract": extract_values(),
-                                           "video_train": {"windw": 4}}))
+    params_file.write_text(yaml.safe_dump(stage_params(tiny, seed=1, video_train={"windw": 4})))
     assert run_stage(monkeypatch, "--params", str(params_file), *stage_args(tiny, tmp_path)) == 2
     assert "video_train.windw is not a key of this section" in caplog.text
     assert not (tmp_path / "video.pt").exists()
@@ -491,15 +498,15 @@ def test_stage_script_help_and_bad_key(tiny, tmp_path, monkeypatch, capsys, capl
 @pytest.mark.parametrize("recipe", ["vgg_gru", "mrfer_gru"])
 def test_stage_script_runs_and_reads_every_video_key(tiny, tmp_path, monkeypatch, recipe):
     params_file = tmp_path / "params.yaml"
-    params_file.write_text(yaml.safe_dump({"seed": 5, "extract": extract_values(),
-                                           "video_train": tiny_cfg(recipe=recipe, epochs=2).model_dump()}))
+    params_file.write_text(yaml.safe_dump(stage_params(tiny, seed=5,
+                                                       video_train=tiny_cfg(recipe=recipe, epochs=2).model_dump())))
     assert run_stage(monkeypatch, "--params", str(params_file), *stage_args(tiny, tmp_path)) == 0
     report = json.loads((tmp_path / "video_train.json").read_text())
     check_report(report, 4, 2)
     assert report["recipe"] == recipe
     assert (tmp_path / "video.pt").is_file() and (tmp_path / "live" / "metrics.json").is_file()
-    # the raw root is --raw, so extract.root is loaded and not read; every other key is read,
-    # both recipes' sub-sections included, whichever runs
+    # every key is read (the dataset's root too), both recipes' sub-sections included, whichever runs
     trace = config.trace()
-    unread = {k for k in set(trace["loaded"]) - set(trace["read"]) if k.startswith(("video_train.", "extract."))}
-    assert unread == {"extract.root"}
+    unread = {k for k in set(trace["loaded"]) - set(trace["read"])
+              if k.startswith(("video_train.", "extract.", "datasets."))}
+    assert unread == set() and "datasets.tiny.root" in trace["read"]

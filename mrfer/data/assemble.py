@@ -101,11 +101,12 @@ def write_split(folder: Path, index: np.ndarray, arrays: dict[str, np.ndarray], 
         del out
 
 
-def assemble(cfg: AssembleParams, classes: list[str], scales: list[str], kernel: str,
+def assemble(cfg: AssembleParams, name: str, classes: list[str], scales: list[str], kernel: str,
              extracted_dir: str | os.PathLike, downsampled_dir: str | os.PathLike, out_dir: str | os.PathLike,
              report_path: str | os.PathLike) -> dict:
-    """Split, then write `out_dir`; `kernel` (downsample.kernel, which made `downsampled_dir`) goes
-    in stats.json, so readers can make a low-resolution train split assemble did not store."""
+    """Split dataset `name`, then write `out_dir`; `kernel` (downsample.kernel, which made
+    `downsampled_dir`) goes in stats.json, so readers can make a low-resolution train split
+    assemble did not store."""
     extracted_dir, downsampled_dir = Path(extracted_dir), Path(downsampled_dir)
     rows = read_manifest(extracted_dir / "manifest.csv")
     arrays = {"hr": load_array(extracted_dir / "faces.npy")}
@@ -121,25 +122,26 @@ def assemble(cfg: AssembleParams, classes: list[str], scales: list[str], kernel:
         for row, fold in zip(rows, folds):
             row[f"fold_{protocol}"] = int(fold)
 
-    report: dict = {"classes": classes, "scales": ["hr", *scales], "kernel": kernel,
+    report: dict = {"dataset": name, "classes": classes, "scales": ["hr", *scales], "kernel": kernel,
                     "train_scales": cfg.train_scales, "folds": cfg.folds, "splits": {}}
     with atomic_path(out_dir) as tmp:
-        for name in splits.SPLITS:
-            index = np.flatnonzero(split == name)
-            write_split(tmp / name, index, arrays, stored_scales(cfg, name, scales))
+        for part in splits.SPLITS:
+            index = np.flatnonzero(split == part)
+            write_split(tmp / part, index, arrays, stored_scales(cfg, part, scales))
             split_rows = [rows[i] for i in index]
-            write_manifest(tmp / name / "manifest.csv", split_rows, MANIFEST_FIELDS + FOLD_FIELDS)
+            write_manifest(tmp / part / "manifest.csv", split_rows, MANIFEST_FIELDS + FOLD_FIELDS)
             counts = Counter(int(labels[i]) for i in index)
-            report["splits"][name] = {
+            report["splits"][part] = {
                 "faces": int(len(index)),
                 "subjects": len({r["subject"] for r in split_rows if r["subject"]}),
                 "groups": len(set(groups[index])),
                 "per_class": {c: counts.get(k, 0) for k, c in enumerate(classes)},
             }
         mean, std = channel_stats(np.load(tmp / "train" / "hr.npy", mmap_mode="r"))
-        stats = {"mean": mean, "std": std, "classes": classes, "scales": ["hr", *scales], "kernel": kernel,
+        stats = {"dataset": name, "mean": mean, "std": std, "classes": classes, "scales": ["hr", *scales], "kernel": kernel,
                  "train_scales": cfg.train_scales, "size": list(arrays["hr"].shape[1:3]),
-                 "channels": int(arrays["hr"].shape[3]), "class_counts": report["splits"]["train"]["per_class"]}
+                 "channels": int(arrays["hr"].shape[3]), "class_counts": report["splits"]["train"]["per_class"],
+                 "present": [c for k, c in enumerate(classes) if (labels == k).any()]}   # classes with faces
         write_json(tmp / "stats.json", stats)
 
     group_sets = {n: set(groups[split == n]) for n in splits.SPLITS}

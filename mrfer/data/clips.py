@@ -166,7 +166,7 @@ def load_clips(extract_cfg: extract.ExtractParams, raw: str | os.PathLike, data:
     """The labelled clips of the raw dataset at `raw` (read with `options`), split as the assembled
     data at `data` splits their subjects, with every frame's face cropped. No train or no test
     clip is a DatasetError."""
-    records, input_skips = datasets.read(extract_cfg.dataset, raw, options)
+    records, input_skips = datasets.read(extract_cfg.reader, raw, options)
     clip_skips = SkipLog()
     clips = group_clips(records, n_classes, clip_skips)
     by_split = assign_clip_splits(clips, manifest_groups(data), clip_skips)

@@ -24,12 +24,9 @@ from mrfer.io import atomic_path, create_npy, shrink_npy, write_json
 log = logging.getLogger(__name__)
 
 
-class ExtractParams(Section):
-    """`extract`: which dataset is read, and how every face is cropped from it."""
+class CropParams(Section):
+    """`extract`: how every dataset's faces are cropped (shared, so every model reads every dataset)."""
 
-    dataset: str = Field(description="a registered reader: " + " | ".join(datasets.available()))
-    root: str = Field(min_length=1, description="the dataset's folder, in its official layout")
-    options: dict[str, Any] = Field(description="the reader's own options; one left out takes the reader's default")
     size: int = Field(ge=32, description="face crop side in pixels, the model input size (models need >= 32)")
     color: Literal[COLORS] = Field(description=" | ".join(COLORS))
     margin: float = Field(ge=0, le=1, description="crop margin around the landmarks/box, per side, as a fraction")
@@ -41,9 +38,19 @@ class ExtractParams(Section):
                                                 "(dlib HOG + 68 points, eyes levelled) | dlib_cnn (dlib MMOD CNN "
                                                 "+ 68 points) | haar (opencv cascade, box only)")
 
-    @field_validator("dataset")
+
+class ExtractParams(CropParams):
+    """`datasets.<name>`: one FER dataset (reader, folder, options), cropped as `extract` says."""
+
+    inherits = ("extract",)
+
+    reader: str = Field(description="a registered reader: " + " | ".join(datasets.available()))
+    root: str = Field(min_length=1, description="the dataset's folder, in its official layout")
+    options: dict[str, Any] = Field(description="the reader's own options; one left out takes the reader's default")
+
+    @field_validator("reader")
     @classmethod
-    def _known_dataset(cls, name: str) -> str:
+    def _known_reader(cls, name: str) -> str:
         if name not in datasets.available():
             raise ValueError(f"not a registered reader (known: {', '.join(datasets.available())})")
         return name
@@ -51,8 +58,8 @@ class ExtractParams(Section):
     @field_validator("options")
     @classmethod
     def _reader_takes_options(cls, options: dict, info: ValidationInfo) -> dict:
-        if "dataset" in info.data:
-            datasets.check_options(info.data["dataset"], options)
+        if "reader" in info.data:
+            datasets.check_options(info.data["reader"], options)
         return options
 
 
@@ -80,7 +87,7 @@ def extract(cfg: ExtractParams, out_dir: str | os.PathLike, report_path: str | o
             duplicates_path: str | os.PathLike) -> dict:
     """Read, localise, crop and align every face; write `faces.npy` + `manifest.csv` atomically,
     the report, and the list of repeated images (counted in the report) at `duplicates_path`."""
-    records, skips = datasets.read(cfg.dataset, cfg.root, cfg.options)
+    records, skips = datasets.read(cfg.reader, cfg.root, cfg.options)
     classes = labels.class_names(cfg.contempt)
     channels = 1 if cfg.color == "gray" else 3
     size = cfg.size
@@ -90,7 +97,7 @@ def extract(cfg: ExtractParams, out_dir: str | os.PathLike, report_path: str | o
         # blocks reserved up front (a full disk: one line here, not a SIGBUS mid-way), then cut
         # in place to the faces kept (no second copy on disk)
         faces = create_npy(tmp / "faces.npy", (len(records), size, size, channels))
-        for record in tqdm(records, desc=f"extract {cfg.dataset}", unit="face", mininterval=2):
+        for record in tqdm(records, desc=f"extract {cfg.reader}", unit="face", mininterval=2):
             if record.label >= len(classes):
                 skips.add(record.source, "contempt dropped: extract.contempt is 'drop'")
                 continue
@@ -111,7 +118,7 @@ def extract(cfg: ExtractParams, out_dir: str | os.PathLike, report_path: str | o
         write_manifest(tmp / "manifest.csv", rows)
     counts = Counter(r["class"] for r in rows)
     report = {
-        "dataset": cfg.dataset, "root": str(cfg.root), "faces": len(rows),
+        "reader": cfg.reader, "root": str(cfg.root), "faces": len(rows),
         "classes": list(classes), "per_class": {c: counts.get(c, 0) for c in classes},
         "located": dict(Counter(r["located"] for r in rows)),
         "subjects": len({r["subject"] for r in rows if r["subject"]}),

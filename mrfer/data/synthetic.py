@@ -60,6 +60,16 @@ class IdentitiesParams(Section):
     image_size: tuple[Side, Side] = Field(description="[width, height] of every image in pixels, each >= 32")
 
 
+class FerCsvParams(Section):
+    """`synthesize.fer_csv`: the second synthetic FER set (datasets.synthetic_fer), FER2013's CSV layout."""
+
+    subjects: int = Field(ge=1, description="people (none of them in the CK+ set or the identities)")
+    images_per_class: int = Field(ge=1, description="images of each subject per class (7 classes)")
+    image_size: tuple[Side, Side] = Field(description="[width, height] rendered, before the 48 px face crop")
+    difficulty: Fraction = Field(description="0 easy .. 1 hard: light, pose and noise up, expressions weaker")
+    apex_intensity: float = Field(gt=0, description="expression strength before difficulty and jitter")
+
+
 class SynthesizeParams(Section):
     """`synthesize`: the embedded synthetic dataset (subjects, sequences, how hard it is)."""
 
@@ -76,6 +86,7 @@ class SynthesizeParams(Section):
     layout: Literal[LAYOUTS] = Field(description="zips: CK+'s three zips as distributed (DVC tracks 3 files, "
                                      "not ~10k) | folders: the same files extracted")
     identities: IdentitiesParams
+    fer_csv: FerCsvParams
 
     @field_validator("frames")
     @classmethod

@@ -18,7 +18,7 @@ import torch
 from pydantic import Field, ValidationInfo, field_validator
 
 from mrfer.config import Section
-from mrfer.data import shards
+from mrfer.data import lineage, shards
 from mrfer.errors import InputError
 from mrfer.infer import pick_device, seed_everything, test_at_scales
 from mrfer.io import write_json
@@ -124,21 +124,25 @@ class PretrainBaseParams(FerFinetuneParams, StartParams):
 
 
 def start_model(cfg: StartParams, init_file: str | os.PathLike | None, n_classes: int, stats: dict,
-                device: torch.device, channels_last: bool) -> tuple[torch.nn.Module, str]:
-    """The model a fine-tune starts from, and a description of that start for the report."""
+                device: torch.device, channels_last: bool) -> tuple[torch.nn.Module, str, dict]:
+    """The model a fine-tune starts from, a description of that start for the report, and its
+    lineage (imported weights: trained on faces nobody can list here, recorded by file)."""
     arch, options, weights = cfg.arch, dict(cfg.arch_options), cfg.weights   # null unless init: imported
     if cfg.init in ("scratch", "imported"):
         model = build(arch, num_classes=n_classes, in_chans=stats["channels"], image_size=stats["size"][0], **options)
+        ancestry = lineage.empty()
         if cfg.init == "imported":
             import_weights(model, weights.kind, weights.path)
-        return to_device(model, device, channels_last), cfg.init
+            ancestry["datasets"] = [{"name": f"imported {weights.kind} weights ({weights.path})", "content": "",
+                                     "faces": 0}]
+        return to_device(model, device, channels_last), cfg.init, ancestry
     path = init_file if cfg.init == "face" else cfg.init
     model, meta = checkpoint.load_backbone(path, n_classes, device, channels_last)
     if (meta["arch"], meta.get("options", {})) != (arch, options):
         raise InputError(f"{path} is a {meta['arch']} {meta.get('options', {})}, but params ask for "
                          f"arch {arch} {options}: make them agree")
     check_input(meta, stats, path)
-    return model, f"{path} ({meta.get('stage', '?')}, hash {meta.get('params_hash', '?')})"
+    return model, f"{path} ({meta.get('stage', '?')}, hash {meta.get('params_hash', '?')})", lineage.from_meta(meta, path)
 
 
 def check_input(meta: dict, stats: dict, path: str | os.PathLike) -> None:
@@ -188,10 +192,12 @@ class Outputs:
     resume: str | os.PathLike | None = None
 
 
-def fit_fer(cfg: FerFinetuneParams, model: torch.nn.Module, start: str, data: str | os.PathLike, scales: list[str],
-            out: Outputs, stage: str, meta_extra: dict) -> dict:
-    """Fine-tune `model` on the assembled FER data, save it, test it at every scale."""
+def fit_fer(cfg: FerFinetuneParams, model: torch.nn.Module, start: str, ancestry: dict, data: str | os.PathLike,
+            scales: list[str], out: Outputs, stage: str, meta_extra: dict) -> dict:
+    """Fine-tune `model` (whose start saw the faces of `ancestry`) on the assembled FER data, save
+    it, test it at every scale. A start that saw a test face is refused."""
     rank, world, _ = loop.distributed()
+    lineage.check_start(ancestry, lineage.split_hashes(data, "test"), start, f"{data}'s test split")
     stats = shards.read_stats(data)
     classes = stats["classes"]
     norm = norm_stats(cfg.normalize, cfg.mean, cfg.std, stats)
@@ -202,8 +208,10 @@ def fit_fer(cfg: FerFinetuneParams, model: torch.nn.Module, start: str, data: st
     history = finetune(model, cfg, fer, run)
     if rank != 0:
         return {}
+    seen = lineage.assembled(data, ["train", cfg.select_on])   # the split that picked the epoch was seen too
     meta = {**meta_extra, "classes": classes, "size": stats["size"][0], "channels": stats["channels"],
-            "mean": norm[0], "std": norm[1], "params_hash": run_hash, "seed": cfg.seed, "stage": stage, "start": start}
+            "mean": norm[0], "std": norm[1], "params_hash": run_hash, "seed": cfg.seed, "stage": stage, "start": start,
+            "lineage": lineage.to_meta(lineage.merge(ancestry, seen))}
     meta["test_view"] = model.test_view
     checkpoint.save_model(out.model, model, meta)
     name = MODEL_NAMES[stage]
@@ -228,6 +236,6 @@ def fit_base(cfg: PretrainBaseParams, data: str | os.PathLike, out: str | os.Pat
     _, _, local_rank = loop.distributed()
     device = pick_device(cfg.device, local_rank)
     stats = shards.read_stats(data)
-    model, start = start_model(cfg, init_file, len(stats["classes"]), stats, device, cfg.channels_last)
-    return fit_fer(cfg, model, start, data, scales, Outputs(out, report, live_dir, resume), "pretrain_base",
+    model, start, ancestry = start_model(cfg, init_file, len(stats["classes"]), stats, device, cfg.channels_last)
+    return fit_fer(cfg, model, start, ancestry, data, scales, Outputs(out, report, live_dir, resume), "pretrain_base",
                    {"arch": cfg.arch, "options": dict(cfg.arch_options)})

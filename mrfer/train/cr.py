@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from mrfer.data import shards
+from mrfer.data import lineage, shards
 from mrfer.data.degrade import degrade, degrade_mixed
 from mrfer.data.scales import KERNELS
 from mrfer.infer import pick_device, seed_everything
@@ -120,8 +120,10 @@ def fit_cr(cfg: CrPretrainParams, data: str | os.PathLike, face: str | os.PathLi
                        generators={"augment": augment_gen, "draw": draw_gen})
     if rank != 0:
         return {}
+    seen = lineage.merge(lineage.from_meta(meta, face), lineage.assembled(data, ["train", "val"]))
     new_meta = {**{k: v for k, v in meta.items() if k != "versions"}, "params_hash": run_hash,
-                "stage": "cr_pretrain", "face_params_hash": meta["params_hash"], "kernel": cfg.kernel}
+                "stage": "cr_pretrain", "face_params_hash": meta["params_hash"], "kernel": cfg.kernel,
+                "lineage": lineage.to_meta(seen)}
     checkpoint.save_model(out, student, new_meta)
     images = cfg.epochs * draw.images_per_epoch
     result = {"val_at_resolution": cfg.val_resolution, "val": history[-1] if history else {},

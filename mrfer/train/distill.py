@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from mrfer.data import shards
+from mrfer.data import lineage, shards
 from mrfer.data.degrade import degrade_mixed
 from mrfer.data.scales import KERNELS, Scale
 from mrfer.infer import pick_device, seed_everything, test_at_scales
@@ -129,6 +129,8 @@ def fit_distill(cfg: DistillParams, data: str | os.PathLike, base: str | os.Path
     train_scales = list(cfg.scales or scales)
     kernel = cfg.kernel or kernel
     student, meta = checkpoint.load_model(base, device, cfg.channels_last)
+    ancestry = lineage.from_meta(meta, base)
+    lineage.check_start(ancestry, lineage.split_hashes(data, "test"), base, f"{data}'s test split")
     teacher, _ = checkpoint.load_model(base, device, cfg.channels_last)
     teacher.eval().requires_grad_(False)
     stats = shards.read_stats(data)
@@ -143,7 +145,8 @@ def fit_distill(cfg: DistillParams, data: str | os.PathLike, base: str | os.Path
         return {}
     new_meta = {**{k: v for k, v in meta.items() if k != "versions"}, "params_hash": run_hash,
                 "stage": "distill", "base_params_hash": meta["params_hash"],
-                "train_scales": train_scales, "kernel": kernel}
+                "train_scales": train_scales, "kernel": kernel,
+                "lineage": lineage.to_meta(lineage.merge(ancestry, lineage.assembled(data, ["train", "val"])))}
     checkpoint.save_model(out, student, new_meta)
     result = {"val": {k: v[-1] for k, v in history.items() if v},
               "test": test_at_scales(student, data, scales, norm, device, classes, "distill"),

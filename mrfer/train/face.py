@@ -12,7 +12,7 @@ import os
 
 from pydantic import Field, field_validator
 
-from mrfer.data import shards
+from mrfer.data import lineage, shards
 from mrfer.errors import InputError
 from mrfer.infer import pick_device, seed_everything
 from mrfer.io import write_json
@@ -49,7 +49,7 @@ def fit_face(cfg: FacePretrainParams, data: str | os.PathLike, out: str | os.Pat
     device = pick_device(cfg.device, local_rank)
     stats = shards.read_stats(data)
     identities = stats["classes"]
-    model, start = start_model(cfg, None, len(identities), stats, device, cfg.channels_last)
+    model, start, ancestry = start_model(cfg, None, len(identities), stats, device, cfg.channels_last)
     if cfg.keep_identity_head:
         if cfg.init != "imported" or cfg.weights.kind != "vggface2_senet":
             raise InputError("face_pretrain.keep_identity_head: true needs init: imported with weights of kind "
@@ -65,7 +65,9 @@ def fit_face(cfg: FacePretrainParams, data: str | os.PathLike, out: str | os.Pat
     history = finetune(model, cfg, faces, run) if cfg.epochs else []
     if rank != 0:
         return {}
-    meta = {"arch": cfg.arch, "options": dict(cfg.arch_options), "classes": identities, "task": "identity",
+    seen = lineage.merge(ancestry, lineage.assembled(data, ["train", "val"]))
+    meta = {"lineage": lineage.to_meta(seen), "arch": cfg.arch, "options": dict(cfg.arch_options),
+            "classes": identities, "task": "identity",
             "size": stats["size"][0], "channels": stats["channels"], "mean": norm[0], "std": norm[1],
             "params_hash": run_hash, "seed": cfg.seed, "stage": "face_pretrain", "start": start}
     checkpoint.save_model(out, model, meta)

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator, model_validator
 
 from mrfer.config import Section
-from mrfer.data import lowres, shards
+from mrfer.data import lineage, lowres, shards
 from mrfer.data.scales import Scale
 from mrfer.errors import InputError
 from mrfer.infer import Device, autocast, pick_device, seed_everything
@@ -499,6 +499,8 @@ def fit_fsr(cfg: FsrTrainParams, data: str | os.PathLike, fer_model_path: str | 
     train_scales = list(cfg.scales or scales)
     val_scale = cfg.val_scale or train_scales[len(train_scales) // 2]
     fer, fer_meta = load_frozen(fer_model_path, cfg, device)
+    ancestry = lineage.from_meta(fer_meta, fer_model_path)
+    lineage.check_start(ancestry, lineage.split_hashes(data, "test"), fer_model_path, f"{data}'s test split")
     stats = shards.read_stats(data)
     if list(stats["classes"]) != list(fer_meta["classes"]):
         raise InputError(f"{data}: classes {stats['classes']} differ from FER model {fer_model_path}'s "
@@ -524,7 +526,8 @@ def fit_fsr(cfg: FsrTrainParams, data: str | os.PathLike, fer_model_path: str | 
             "fer_model": str(fer_model_path), "fer_params_hash": fer_meta["params_hash"],
             "fer_fingerprint": fer_fingerprint(fer.model), "fer_arch": fer_meta["arch"],
             "classes": fer_meta["classes"], "mean": fer.norm[0], "std": fer.norm[1], "train_scales": train_scales,
-            "params_hash": run_hash, "seed": cfg.seed, "versions": checkpoint.versions()}
+            "params_hash": run_hash, "seed": cfg.seed, "versions": checkpoint.versions(),
+            "lineage": lineage.to_meta(lineage.merge(ancestry, lineage.assembled(data, ["train", "val"])))}
     checkpoint.save(out, {"generator": {k: v.detach().cpu() for k, v in generator.state_dict().items()},
                           "critic": {k: v.detach().cpu() for k, v in critic.state_dict().items()},
                           "meta": meta})

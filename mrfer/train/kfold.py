@@ -26,7 +26,7 @@ import torch
 from pydantic import Field
 
 from mrfer.config import Section
-from mrfer.data import lowres, shards
+from mrfer.data import lineage, lowres, shards
 from mrfer.data.degrade import degrade
 from mrfer.data.scales import DownsampleParams
 from mrfer.data.splits import FOLD_PROTOCOLS, SPLITS, Fold, groups_of, held_out
@@ -156,8 +156,12 @@ def run_fold(cfg: KfoldTrainParams, seed: int, fold: int, files: FoldFiles, down
     tests = {s: fold_rows(data, fold, cfg.protocol, cfg.val_fraction, seed, s)[0][role == "test"] for s in ["hr", *scales]}
     y_test = y[role == "test"]
     starts = {"base": str(files.face), "multires": str(files.cr)}
-    for name in {"base", "multires"} & set(cfg.models):
-        check_input(checkpoint.load(starts[name])["meta"], stats, starts[name])
+    test_faces = lineage.face_hashes(x[role == "test"])
+    for name in sorted({"base", "multires", "distill"} & set(cfg.models)):   # distill starts from the fold's base
+        start = starts["multires" if name == "multires" else "base"]
+        meta = checkpoint.load(start)["meta"]
+        check_input(meta, stats, start)
+        lineage.check_start(lineage.from_meta(meta, start), test_faces, start, f"fold {fold}'s test rows")
     norm = norm_stats(cfg.normalize, cfg.mean, cfg.std, stats)   # MAFER centres by the FER data's mean
     rows = loop.Data((x[role == "train"], y[role == "train"]), (x[role == "val"], y[role == "val"]), norm, len(classes))
     setup = FoldSetup(rows, starts, scales, downsample.kernel, seed + 100 * fold, device)

@@ -9,7 +9,7 @@ import os
 import torch
 from pydantic import Field
 
-from mrfer.data import shards
+from mrfer.data import lineage, shards
 from mrfer.infer import pick_device, seed_everything
 from mrfer.nets import checkpoint
 from mrfer.train import loop
@@ -39,5 +39,5 @@ def fit_multires(cfg: MultiresFinetuneParams, data: str | os.PathLike, cr: str |
             if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
                 module.momentum = cfg.bn_momentum
     start = f"{cr} (cr_pretrain, hash {meta['params_hash']})"
-    return fit_fer(cfg, model, start, data, scales, Outputs(out, report, live_dir, resume), "multires_finetune",
+    return fit_fer(cfg, model, start, lineage.from_meta(meta, cr), data, scales, Outputs(out, report, live_dir, resume), "multires_finetune",
                    {"arch": meta["arch"], "options": meta.get("options", {}), "cr_params_hash": meta["params_hash"]})

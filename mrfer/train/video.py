@@ -375,7 +375,7 @@ def video_meta(model: ClipGRU, cfg: VideoTrainParams, recipe: Recipe, extract_cf
             "clip_score": cfg.clip_score, "frame_layer": recipe.frame_layer, "freeze": not recipe.finetune,
             "cnn_role": cfg.cnn, "cnn": str(cnn), "cnn_params_hash": cnn_meta["params_hash"],
             "cnn_meta": cnn_summary(cnn_meta),
-            "extract": {"dataset": extract_cfg.dataset, "size": extract_cfg.size, "color": extract_cfg.color,
+            "extract": {"reader": extract_cfg.reader, "size": extract_cfg.size, "color": extract_cfg.color,
                         "margin": extract_cfg.margin, "contempt": extract_cfg.contempt},
             "reader_options": options, "params_hash": hash_, "seed": cfg.seed,
             "versions": checkpoint.versions()}
@@ -431,7 +431,7 @@ def fit_video(cfg: VideoTrainParams, extract_cfg: ExtractParams, *, raw: str | o
     cnn_path = fer_model if cfg.cnn == "fer" else face_model
     cnn, cnn_meta = (fer, fer_meta) if cfg.cnn == "fer" else load_cnn(face_model, device, extract_cfg, False)[:2]
     norm = (cnn_meta["mean"], cnn_meta["std"])
-    options = reader_options(extract_cfg.dataset, extract_cfg.options, cfg.options)
+    options = reader_options(extract_cfg.reader, extract_cfg.options, cfg.options)
     clip_set = load_clips(extract_cfg, raw, data, options, len(classes))
     fer_features, frame_probs = fer_frame_probs(fer, fer_meta, clip_set.faces, device, cfg.eval_batch_size)
     encoder = FrameEncoder(cnn, recipe.frame_layer)
@@ -453,8 +453,7 @@ def fit_video(cfg: VideoTrainParams, extract_cfg: ExtractParams, *, raw: str | o
     gru_metrics = summarize([c.label for c in test_clips], test_scores.argmax(1), len(classes))
     warn_if_collapsed(gru_metrics, f"video {cfg.recipe} on the test clips", classes)
     votes = frame_vote_metrics(frame_probs, test_clips, len(classes))
-    extracted = {k: getattr(extract_cfg, k) for k in ("dataset", "options", "size", "color", "margin",
-                                                      "contempt", "no_face")}
+    extracted = {k: getattr(extract_cfg, k) for k in type(extract_cfg).model_fields}   # the whole section
     hash_ = checkpoint.params_hash("video_train", cfg.model_dump(), extracted, str(raw), options,
                                    cnn_meta["params_hash"], fer_meta["params_hash"])
     save_video(out, model, frames, video_meta(model, cfg, recipe, extract_cfg, cnn_path, cnn_meta, classes,
