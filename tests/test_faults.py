@@ -28,7 +28,6 @@ import pytest
 import torch
 import yaml
 
-import mrfer.io
 from assembled_fixture import make_assembled
 from mrfer import check, export, io, predict
 from mrfer.__main__ import main
@@ -318,7 +317,7 @@ def test_make_repro_checks_the_params_first():
 # ------------------------------------------------------------------ imported weights that are not weights
 
 def test_a_truncated_or_onnx_weight_file_is_named_in_one_line(tmp_path):
-    """Was: a raw UnpicklingError traceback (pretain_base.weights with init: imported)."""
+    """Was: a raw UnpicklingError traceback (pretrain_base.weights with init: imported)."""
     model = build("resnet18", num_classes=3, in_chans=3, image_size=32)
     whole = tmp_path / "whole.pth"
     torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7)}, whole)
