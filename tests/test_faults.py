@@ -218,10 +218,11 @@ def one_class(data: Path) -> Path:
 
 def test_assemble_refuses_a_training_split_of_one_class():
     labels = np.zeros(40, dtype=int)
-    with pytest.raises(DatasetError, match=r"manifest\.csv: the training split has 1 class\(es\) \(angry: 40; "
-                                           r"every other class 0\); expression recognition needs at least 2"):
-        assemble.check_classes(labels, CLASSES, Path("data/extracted"))
-    assemble.check_classes(np.array([0, 2, 2]), CLASSES, Path("data/extracted"))   # two classes: fine
+    with pytest.raises(DatasetError, match=r"^dataset ck \(data/extracted/ck/manifest\.csv\): its training split has "
+                                           r"1 class\(es\) \(angry: 40; every other class 0\); expression recognition "
+                                           r"needs at least 2: check datasets\.ck\.root"):
+        assemble.check_classes("ck", labels, CLASSES, Path("data/extracted/ck"))
+    assemble.check_classes("ck", np.array([0, 2, 2]), CLASSES, Path("data/extracted/ck"))   # two classes: fine
 
 
 def test_a_nan_loss_stops_training_with_one_line_and_no_model(tmp_path):

@@ -73,15 +73,15 @@ def check_fits(rows: list[dict], arrays: dict[str, np.ndarray], classes: list[st
                          f"classes {classes} (extract.contempt changed since extract ran?); re-run extract")
 
 
-def check_classes(train_labels: np.ndarray, classes: list[str], extracted_dir: Path) -> None:
+def check_classes(name: str, train_labels: np.ndarray, classes: list[str], extracted_dir: Path) -> None:
     """Refuse a training split with fewer than 2 classes: nothing to tell apart, and class
     weighting gives the one class weight 0 (a NaN loss)."""
     counts = Counter(int(k) for k in train_labels)
     if len(counts) < 2:
         found = ", ".join(f"{classes[k]}: {n}" for k, n in sorted(counts.items())) or "no faces"
-        raise DatasetError(f"{extracted_dir / 'manifest.csv'}: the training split has {len(counts)} class(es) "
-                           f"({found}; every other class 0); expression recognition needs at least 2: check "
-                           "extract.dataset / extract.root (the whole dataset?) and extract.contempt")
+        raise DatasetError(f"dataset {name} ({extracted_dir / 'manifest.csv'}): its training split has {len(counts)} "
+                           f"class(es) ({found}; every other class 0); expression recognition needs at least 2: "
+                           f"check datasets.{name}.root (the whole dataset?) and extract.contempt")
 
 
 def stored_scales(cfg: AssembleParams, split: str, scales: list[str]) -> list[str]:
@@ -116,7 +116,7 @@ def assemble(cfg: AssembleParams, name: str, classes: list[str], scales: list[st
     groups = splits.groups_of([r["subject"] for r in rows], [r["sequence"] for r in rows])
     source = [r["source_split"] if cfg.keep_source_split else None for r in rows]
     split = splits.assign_splits(labels, groups, source, cfg.val_fraction, cfg.test_fraction, cfg.seed)
-    check_classes(labels[split == "train"], classes, extracted_dir)
+    check_classes(name, labels[split == "train"], classes, extracted_dir)
     for protocol in splits.FOLD_PROTOCOLS:
         folds = splits.assign_folds(labels, groups, cfg.folds, protocol, cfg.seed)
         for row, fold in zip(rows, folds):
