@@ -19,6 +19,16 @@ Supported files, chosen by `kind` in `import_weights(model, kind, path)`:
   The Caffe model was trained on BGR input: by default conv1 is flipped to take RGB.
 - "torchvision": an ImageNet state dict of resnet18/resnet50/vgg16; its 1000-way fc
   (`fc.*`, `classifier.6.*`) is skipped.
+- "dlib_resnet": dlib's face-recognition ResNet, `dlib_face_recognition_resnet_model_v1.dat` as
+  dlib serialises it (read in pure Python by `mrfer.nets.dlib_serial`), into model `dlib_resnet`;
+  the 128-d fc is the model's embedding, the FER head stays new. Every layer's kind, geometry and
+  shape is checked against the network; any other file (another dlib model, a truncated copy) is
+  refused in one line. The package `face-recognition-models` installs it:
+  `path: package:face_recognition_models/models/dlib_face_recognition_resnet_model_v1.dat`.
+
+A `path` of the form `package:<python package>/<file inside it>` names a file installed with a
+Python package, wherever that is on this machine (found without importing the package); any other
+path is a local file.
 
 Every file tensor must land on a model tensor of the same shape and every model tensor
 outside `head` must be covered (BN `num_batches_tracked` may be absent); otherwise a
@@ -30,6 +40,7 @@ unpickler that admits only numpy arrays/dtypes and plain containers.
 """
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import pickle
@@ -42,18 +53,21 @@ import torch
 from torch import nn
 
 from mrfer.errors import InputError, MissingInputError, MrferError, UnsafeFileError
-from mrfer.nets import checkpoint
+from mrfer.nets import checkpoint, dlib_serial
+from mrfer.nets.dlib_resnet import DLIB_GRAY_MEAN, DLIB_MEAN, DLIB_SCALE, DlibResNet, dlib_layers
 from mrfer.nets.seresnet import TimmSEResNet50
 from mrfer.nets.torchvision_nets import TorchvisionResNet, TorchvisionVGG16
 from mrfer.nets.vggface import VGGFace
 
 log = logging.getLogger(__name__)
 
-KINDS = ("vggface", "vggface2_senet", "torchvision")
+KINDS = ("vggface", "vggface2_senet", "torchvision", "dlib_resnet")
+PACKAGE_PREFIX = "package:"
+DLIB_RESNET_FILE = "package:face_recognition_models/models/dlib_face_recognition_resnet_model_v1.dat"
 SENET_DEPTHS = (3, 4, 6, 3)  # bottleneck blocks per stage of SE-ResNet-50
 
-__all__ = ["KINDS", "import_state", "import_weights", "load_torchvision",
-           "load_vggface", "load_vggface2_senet", "read_weight_file", "senet_module_names"]
+__all__ = ["KINDS", "import_state", "import_weights", "load_torchvision", "load_vggface",
+           "load_vggface2_senet", "read_dlib_resnet", "read_weight_file", "resolve", "senet_module_names"]
 
 
 # The globals a pickled dict of numpy arrays needs (numpy 1.x and 2.x spellings, protocols 2-5).
@@ -161,6 +175,8 @@ def import_state(model: nn.Module, kind: str, state: dict[str, torch.Tensor],
         mapped, skipped = _map_vggface(model, state, source)
     elif kind == "vggface2_senet":
         mapped, skipped = _map_vggface2_senet(model, state, source, **kwargs)
+    elif kind == "dlib_resnet":
+        mapped, skipped = _map_dlib_resnet(model, state, source)
     else:
         mapped, skipped = _map_torchvision(model, state, source)
     _assign(model, mapped, source, kind)
@@ -170,10 +186,89 @@ def import_state(model: nn.Module, kind: str, state: dict[str, torch.Tensor],
 
 
 def import_weights(model: nn.Module, kind: str, path: str | os.PathLike, **kwargs: Any) -> None:
-    """Load the weight file at `path` of `kind` (one of KINDS) into `model`, in place."""
+    """Load the weight file at `path` (a local path or `package:...`) of `kind` (one of KINDS) into
+    `model`, in place."""
     if kind not in KINDS:
         raise ValueError(f"unknown weight kind {kind!r}; known kinds: {', '.join(KINDS)}")
-    import_state(model, kind, read_weight_file(path), source=str(path), **kwargs)
+    if kind == "dlib_resnet":
+        _require(model, DlibResNet, kind, "'dlib_resnet'")
+        state = read_dlib_resnet(path)
+    else:
+        state = read_weight_file(resolve(path))
+    import_state(model, kind, state, source=str(path), **kwargs)
+
+
+def resolve(path: str | os.PathLike) -> Path:
+    """The file a weights `path` names: `package:<package>/<file>` is looked up in that installed
+    Python package (without importing it: face_recognition_models' __init__ needs setuptools); any
+    other path is returned as it is."""
+    text = str(path)
+    if not text.startswith(PACKAGE_PREFIX):
+        return Path(path)
+    package, _, inside = text[len(PACKAGE_PREFIX):].partition("/")
+    if not package or not inside:
+        raise InputError(f"{text}: a package path is package:<python package>/<file inside it>")
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingInputError(f"{text}: the Python package {package!r} is not installed "
+                                f"(requirements.txt pins the ones mrfer uses)")
+    for folder in spec.submodule_search_locations:
+        if (Path(folder) / inside).is_file():
+            return Path(folder) / inside
+    raise MissingInputError(f"{text}: {inside} is not in the installed package {package!r} "
+                            f"({', '.join(spec.submodule_search_locations)}); reinstall it")
+
+
+def read_dlib_resnet(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """dlib's face-recognition ResNet file as a state dict of model `dlib_resnet` (RGB, as dlib has
+    it; each affine layer folded into its conv): every layer checked against the network, else one
+    InputError line naming the file."""
+    file = resolve(path)
+    what = "dlib's face-recognition ResNet (dlib_face_recognition_resnet_model_v1.dat)"
+    net = dlib_serial.read_net(file, dlib_layers(), ("loss_metric_2", 2), what)
+    with torch.device("meta"):
+        reference = DlibResNet(2, 3, 150)   # the geometry each conv of the file must have
+    mean, size = net["input"]["mean"], net["input"]["size"]
+    if size != (150, 150) or not np.allclose(mean, DLIB_MEAN, atol=1e-3):
+        raise InputError(f"{file}: not {what}: its input layer is {size} px with means {mean}, expected "
+                         f"150 px with means {DLIB_MEAN}")
+    pools = {"pool_all": ((0, 0), (1, 1)), "pool_2x2": ((2, 2), (2, 2)), None: ((3, 3), (2, 2))}
+    state: dict[str, np.ndarray] = {}
+    folded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for kind, name, record in net["layers"]:
+        if kind == "con":
+            conv = reference.get_submodule(name)
+            if (record["stride"], record["padding"]) != (conv.stride, conv.padding) or "bias" not in record:
+                raise InputError(f"{file}: not {what}: conv {name} has stride {record['stride']}, padding "
+                                 f"{record['padding']}{'' if 'bias' in record else ', no bias'}; the network's: "
+                                 f"{conv.stride}, {conv.padding}, with a bias")
+        elif kind in ("max_pool", "avg_pool"):
+            if (record["window"], record["stride"]) != pools[name] or record["padding"] != (0, 0):
+                raise InputError(f"{file}: not {what}: a {kind} of window {record['window']}, stride "
+                                 f"{record['stride']}, padding {record['padding']} where the network has "
+                                 f"{pools[name]}, no padding")
+        if kind == "con":
+            state[f"{name}.weight"], state[f"{name}.bias"] = record["weight"], record["bias"]
+        elif kind == "affine":   # y = gain * (W x + b) + shift: fold into the conv under it
+            gain, shift = record["weight"].astype(np.float64), record["bias"].astype(np.float64)
+            folded[name] = (gain, shift)
+        elif kind == "fc":
+            state["fc.weight"] = record["weight"]
+    for name, (gain, shift) in folded.items():
+        weight, bias = state[f"{name}.weight"], state[f"{name}.bias"]
+        if gain.shape != (weight.shape[0],) or shift.shape != gain.shape:
+            raise InputError(f"{file}: not {what}: the affine layer on conv {name} has {gain.shape[0]} gains and "
+                             f"{shift.shape[0]} shifts for {weight.shape[0]} filters")
+        state[f"{name}.weight"] = weight * gain[:, None, None, None]
+        state[f"{name}.bias"] = bias * gain + shift
+    state = {key: torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32)) for key, value in state.items()}
+    log.info("%s: dlib's ResNet takes (pixel - mean) / %g: set normalize: mean_std, mean: %s (gray: [%s]), "
+             "std: [%g] where it is fine-tuned or used (docs/training.md)", file, DLIB_SCALE,
+             list(DLIB_MEAN), DLIB_GRAY_MEAN, DLIB_SCALE)
+    return state
 
 
 def load_vggface(model: nn.Module, path: str | os.PathLike) -> None:
@@ -287,6 +382,21 @@ def _map_vggface2_senet(model, state, source, file_channel_order: str = "bgr", k
         target = f"backbone.{to_timm[module]}.{param}" if module in to_timm else key
         mapped[target] = (key, tensor)
     return mapped, skipped
+
+
+def _map_dlib_resnet(model, state, source):
+    """The file's names are the model's (`read_dlib_resnet`); a gray model gets conv 1 summed over
+    the colour channels, its bias shifted so that a gray face normalised by DLIB_GRAY_MEAN gives
+    exactly dlib's output for that face in three equal channels normalised by DLIB_MEAN."""
+    _require(model, DlibResNet, "dlib_resnet", "'dlib_resnet'")
+    mapped = {key: (key, tensor) for key, tensor in state.items()}
+    weight, bias = state.get("conv.weight"), state.get("conv.bias")
+    if model.in_chans == 1 and weight is not None and bias is not None and weight.shape[1] == 3:
+        shift = torch.tensor([DLIB_GRAY_MEAN - m for m in DLIB_MEAN], dtype=torch.float64) / DLIB_SCALE
+        folded = bias.double() + (weight.double().sum(dim=(2, 3)) * shift).sum(dim=1)
+        mapped["conv.weight"] = ("conv.weight", weight.sum(dim=1, keepdim=True))
+        mapped["conv.bias"] = ("conv.bias", folded.float())
+    return mapped, []   # the file has no classifier: the descriptor is the fc's output
 
 
 # ---------------------------------------------------------------- checking and copying
