@@ -11,7 +11,7 @@ import yaml
 
 from assembled_fixture import make_assembled
 from mrfer import config, nets
-from mrfer.data import lowres, shards
+from mrfer.data import lineage, lowres, shards
 from mrfer.data.scales import DownsampleParams
 from mrfer.errors import InputError, ParamsError
 from mrfer.infer_fsr import encode_targets, fsr_features
@@ -264,7 +264,7 @@ def test_covariance_target_trains_on_a_covpool_model(data, tmp_path):
     checkpoint.save_model(tmp_path / "cov.pt", model, {
         "arch": "covpool", "options": SLIM_COVPOOL,
         "classes": stats["classes"], "size": 32, "channels": 1, "mean": stats["mean"], "std": stats["std"],
-        "params_hash": "covtest"})
+        "params_hash": "covtest", "lineage": lineage.to_meta(lineage.assembled(data, ["train", "val"]))})
     cfg = fsr_config(2, pretrain_epochs=1, epochs=1)
     report = fsr.fit_fsr(cfg, data, tmp_path / "cov.pt", tmp_path / "fsr.pt", tmp_path / "fsr.json", SCALES,
                          live_dir=None)
@@ -551,7 +551,8 @@ def test_fit_with_the_published_settings(data, tmp_path, monkeypatch):
     covpool = nets.build("covpool", 3, in_chans=1, image_size=32, **options)
     checkpoint.save_model(tmp_path / "cov.pt", covpool, {
         "arch": "covpool", "options": options, "classes": stats["classes"], "size": 32, "channels": 1,
-        "mean": stats["mean"], "std": stats["std"], "params_hash": "published"})
+        "mean": stats["mean"], "std": stats["std"], "params_hash": "published",
+        "lineage": lineage.to_meta(lineage.assembled(data, ["train", "val"]))})
     cfg = fsr_config(3, **{k: published[k] for k in PUBLISHED_KEYS}, target=published["target"], pretrain_epochs=1,
                      epochs=1, pretrain_lr_halve_every=2, lr_halve_after=[1, 3])
     assert cfg.classifier_target == "hidden" and cfg.target == "covariance"

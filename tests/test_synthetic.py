@@ -332,12 +332,12 @@ def test_bad_params_are_refused(tmp_path, overrides, message):
 def test_bad_params_stop_the_stage_before_any_output(tmp_path):
     path = write_params(tmp_path / "params.yaml", frames=[1, 3])
     result = subprocess.run([sys.executable, "stages/synthesize.py", "--params", str(path), "--out",
-                             str(tmp_path / "x"), "--identities", str(tmp_path / "ids"), "--report",
-                             str(tmp_path / "r.json")],
+                             str(tmp_path / "x"), "--identities", str(tmp_path / "ids"), "--fer-csv",
+                             str(tmp_path / "fer"), "--report", str(tmp_path / "r.json")],
                             cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert f"{path}: synthesize.frames = [1, 3]" in result.stderr
-    assert not (tmp_path / "x").exists() and not (tmp_path / "ids").exists()
+    assert not any((tmp_path / n).exists() for n in ("x", "ids", "fer"))
 
 
 def members(archive: Path, suffix: str) -> list[str]:
@@ -348,13 +348,17 @@ def members(archive: Path, suffix: str) -> list[str]:
 def test_stage_script_writes_dataset_and_report(tmp_path):
     section = {k: v for k, v in SMALL.items() if k not in ("seed", "layout")}   # the repo's layout: zips
     identities = {"subjects": 2, "images_per_subject": 3, "image_size": [64, 64]}
-    path = write_params(tmp_path / "params.yaml", seed=5, **{**section, "n_subjects": 2, "identities": identities})
+    fer_csv = {"subjects": 2, "images_per_class": 1, "image_size": [64, 64], "difficulty": 0.6, "apex_intensity": 0.8}
+    path = write_params(tmp_path / "params.yaml", seed=5, **{**section, "n_subjects": 2, "identities": identities,
+                                                             "fer_csv": fer_csv})
     out, report = tmp_path / "data" / "synthetic", tmp_path / "reports" / "synthesize.json"
     ids = tmp_path / "data" / "identities"
     subprocess.run([sys.executable, "stages/synthesize.py", "--params", str(path), "--out", str(out),
-                    "--identities", str(ids), "--report", str(report)], cwd=ROOT, check=True, capture_output=True)
+                    "--identities", str(ids), "--fer-csv", str(tmp_path / "data" / "fer"), "--report", str(report)],
+                   cwd=ROOT, check=True, capture_output=True)
     summary = json.loads(report.read_text())
     assert summary["identities"] == {"identities": 2, "images": 6}
+    assert summary["fer_csv"]["images"] == 2 * 7 and (tmp_path / "data" / "fer" / "fer2013.csv").is_file()
     assert len(list((ids / "train").glob("n*/*.jpg"))) == 6
     assert summary["seed"] == 5 and summary["subjects"] == 2
     assert sorted(p.name for p in out.iterdir()) == sorted(synthetic.ARCHIVES.values())
