@@ -56,7 +56,8 @@ def test_data_stages_then_noop(repo, trace):
 
 
 def declared_params(body: dict, key: str | None) -> set[str]:
-    return {str(p).replace("${key}", key or "") for p in body.get("params", [])}
+    train_on = yaml.safe_load((REPO / "params.yaml").read_text())["train_on"]
+    return {str(p).replace("${key}", key or "").replace("${train_on}", train_on) for p in body.get("params", [])}
 
 
 def covered(key: str, others: set[str]) -> bool:
