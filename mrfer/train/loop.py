@@ -38,7 +38,7 @@ from mrfer.train.loader import ArrayLoader
 log = logging.getLogger(__name__)
 
 class Plateau(Section):
-    """ReduceLROnPlateau's settings (read whatever `scheduler` is, so a preset can switch to it)."""
+    """ReduceLROnPlateau's settings (used when `scheduler` is plateau; `LoopParams.unused` says so otherwise)."""
 
     monitor: Literal["loss", "accuracy"] = Field(description="val loss (min) | val accuracy (max, MAFER step 2)")
     factor: float = Field(gt=0, lt=1, description="lr multiplier on a plateau (MAFER: 0.5 step 1, 0.1 step 2)")
