@@ -670,3 +670,18 @@ def test_published_classifier_protocol_on_a_plain_model_fits_on_hr(base_model, d
 def infer_features(fer, meta, images) -> np.ndarray:
     from mrfer.infer import infer
     return infer(fer, images, meta["mean"], meta["std"], what="features").numpy()
+
+
+def test_no_validation_split_trains_on_the_whole_training_split(tmp_path):
+    """FSR-FER (and CovPoolFER) train on the whole training set: with no val rows the FER net
+    keeps its last epoch and fsr-train runs its epochs unvalidated."""
+    data = make_assembled(tmp_path / "whole", n_per_class=(24, 0, 8), scales=SCALES)
+    cfg = section("pretrain_base", base.PretrainBaseParams, seed=3, init="scratch", arch_options={"width": 0.125},
+                  epochs=2, batch_size=16, restore_best=False, scheduler="none")
+    result = base.fit_base(cfg, data, tmp_path / "base.pt", tmp_path / "base.json", SCALES, live_dir=None,
+                           resume=None)
+    assert result["epochs_run"] == 2 and "val_accuracy" not in result["val"]
+    report = fsr.fit_fsr(fsr_config(5, pretrain_epochs=1, epochs=1), data, tmp_path / "base.pt",
+                         tmp_path / "fsr.pt", tmp_path / "fsr.json", SCALES, live_dir=None)
+    assert report["val"]["phase"] == 2 and not any(k.startswith("val_") for k in report["val"])
+    assert set(report["test"]) == {"hr", *SCALES}

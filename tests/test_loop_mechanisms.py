@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import ValidationError
 
+from mrfer.errors import ParamsError
 from mrfer.nets.fernet import FERNet
 from mrfer.train import base, loop
 from mrfer.train.loader import ArrayLoader
@@ -231,6 +232,57 @@ def test_val_batches_reads_the_first_share_of_the_batches(monkeypatch):
         assert seen[-1] == expected, n
     loop.evaluate(None, data, torch.device("cpu"), 2, 1.0)
     assert seen[-1] == 17
+
+
+def test_step1_val_loss_adds_the_weighted_feature_mse_to_the_teacher():
+    """MAFER step 1 monitors CE + lambda x MSE(student features, teacher features of the HR face).
+    Scalar with w = 0.5 on constant faces 1, 2, 3 (mean 0, std 1): features 0.5, 1.0, 1.5; head
+    logits (f, -f); labels 0, 1, 0, so the CEs are log(1 + e^-1), log(1 + e^2), log(1 + e^-3).
+    Teacher features all 1: MSE = (0.25 + 0 + 0.25) / 3; lambda 0.1."""
+    model = Scalar()
+    model.w.data.fill_(0.5)
+    model.head.weight.data = torch.tensor([[1.0], [-1.0]])
+    model.head.bias.data.zero_()
+    images = np.stack([np.full((2, 2, 1), v, np.uint8) for v in (1, 2, 3)])
+    labels = np.array([0, 1, 0])
+    ce = np.mean([math.log1p(math.exp(-1)), math.log1p(math.exp(2)), math.log1p(math.exp(-3))])
+    plain = loop.Data((None, None), (images, labels), ([0.0], [1.0]), 2)
+    assert loop.evaluate(model, plain, torch.device("cpu"), 2)["loss"] == pytest.approx(ce, rel=1e-5)
+    step1 = loop.Data((None, None), (images, labels), ([0.0], [1.0]), 2, (torch.ones(3, 1), 0.1))
+    assert loop.evaluate(model, step1, torch.device("cpu"), 2)["loss"] == pytest.approx(ce + 0.1 / 6, rel=1e-5)
+
+
+# --- training without a validation split --------------------------------------------------------
+
+def test_no_validation_split_trains_every_epoch_and_keeps_the_last():
+    """CovPoolFER / FSR-FER: the whole training split, no validation, the last epoch kept."""
+    images, labels = np.arange(8, dtype=np.uint8).reshape(8, 1, 1, 1), np.zeros(8, np.int64)
+    empty = (images[:0], labels[:0])
+    cfg = loop_cfg(optimizer="sgd", momentum=0.0, nesterov=False, weight_decay=0.0, scheduler="none",
+                   restore_best=False, patience=0)
+
+    def loss_fn(net, xb, yb, epoch):
+        return net.module.w * 1.0, torch.zeros(len(yb), 2)
+
+    model = Scalar()
+    history = loop.fit(model, ArrayLoader(images, labels, 4, torch.device("cpu"), seed=0),
+                       loop.Data((images, labels), empty, ([0.0], [1.0]), 2), cfg, loop.Run(0, "whole"),
+                       epochs=3, loss_fn=loss_fn, lr=0.5, head_lr=0.5)
+    assert [sorted(row) for row in history] == [["epoch", "lr", "train_accuracy", "train_loss"]] * 3
+    assert float(model.w.detach()) == pytest.approx(-3.0)   # 2 steps an epoch of -0.5, all 3 epochs kept
+
+
+@pytest.mark.parametrize("overrides, named", [
+    ({"restore_best": True, "patience": 0, "scheduler": "cosine"}, "restore_best: true"),
+    ({"restore_best": False, "patience": 2, "scheduler": "cosine"}, "patience: 2"),
+    ({"restore_best": False, "patience": 0, "scheduler": "plateau"}, "scheduler: plateau"),
+])
+def test_no_validation_split_is_refused_where_a_setting_needs_one(overrides, named):
+    images, labels = np.zeros((4, 1, 1, 1), np.uint8), np.zeros(4, np.int64)
+    data = loop.Data((images, labels), (images[:0], labels[:0]), ([0.0], [1.0]), 2)
+    with pytest.raises(ParamsError, match=f"validation split is empty.*{named}"):
+        loop.fit(Scalar(), ArrayLoader(images, labels, 2, torch.device("cpu"), seed=0), data,
+                 loop_cfg(**overrides), loop.Run(0, "refused"), epochs=1, loss_fn=None)
 
 
 # --- TensorFlow's Adam --------------------------------------------------------------------------

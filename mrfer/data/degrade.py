@@ -105,7 +105,7 @@ def _along(images: np.ndarray, matrix: np.ndarray, axis: int) -> np.ndarray:
     if axis == 1:
         images = images.transpose(0, 2, 1, 3)  # (n, w, h, c): the axis to resample first
     n, rest = len(images), images.shape[2:]
-    faces = np.ascontiguousarray(images).reshape(n, images.shape[1], -1)
+    faces = np.ascontiguousarray(images).reshape(n, images.shape[1], math.prod(rest))   # n may be 0
     out = np.matmul(matrix, faces).reshape(n, len(matrix), *rest)   # a BLAS product per face
     return out if axis == 0 else out.transpose(0, 2, 1, 3)
 

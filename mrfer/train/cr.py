@@ -9,7 +9,9 @@ code's `2 ** int(3 + 5 * rand)`), with PIL bilinear, then back up; a draw at or 
 size leaves it unchanged, as the code does. Loss = cross-entropy on the identity of the student's
 logits on the (maybe) degraded face + lambda * MSE(student's pooled features of it, teacher's
 pooled features of the full-resolution face), lambda 0.1. Validation: the val faces at
-`val_resolution` px (the code's 8), which drives the plateau scheduler and the kept epoch.
+`val_resolution` px (the code's 8), which drives the plateau scheduler and the kept epoch; its
+loss is the training loss's: cross-entropy + lambda * MSE(student features of the 8 px face,
+teacher features of the full-resolution face) (trainer.py:39-42, 116).
 
 Differences from the code, by design: the two images are augmented identically (the code crops
 the degraded copy and the teacher's copy independently), and images are counted over the whole
@@ -29,7 +31,7 @@ from pydantic import Field
 from mrfer.data import lineage, shards
 from mrfer.data.degrade import degrade, degrade_mixed
 from mrfer.data.scales import KERNELS
-from mrfer.infer import pick_device, seed_everything
+from mrfer.infer import infer, pick_device, seed_everything
 from mrfer.io import write_json
 from mrfer.nets import checkpoint
 from mrfer.train import losses, loop
@@ -103,6 +105,7 @@ def fit_cr(cfg: CrPretrainParams, data: str | os.PathLike, face: str | os.PathLi
     mean, std = stats_tensors(*norm, device)
     train_x, train_y = shards.open_xy(data, "train")   # memory-mapped: streamed when over the budget
     val_x, val_y = shards.load_xy(data, "val")
+    val_target = infer(teacher, val_x, *norm, device=device, what="features", amp=cfg.amp)   # of the HR faces
     val_x = degrade(np.ascontiguousarray(val_x), f"{cfg.val_resolution}px", cfg.kernel)
     loader = ArrayLoader(train_x, train_y, cfg.batch_size, device, seed=cfg.seed, rank=rank, world_size=world,
                          on_device=cfg.on_device)
@@ -114,7 +117,7 @@ def fit_cr(cfg: CrPretrainParams, data: str | os.PathLike, face: str | os.PathLi
     loss_fn = functools.partial(cr_step, teacher=teacher, mean=mean, std=std, augment_cfg=cfg.augment,
                                 augment_gen=augment_gen, draw=draw, kernel=cfg.kernel, weight=cfg.lambda_,
                                 class_weight=class_weight)
-    identities = loop.Data((train_x, train_y), (val_x, val_y), norm, len(meta["classes"]))
+    identities = loop.Data((train_x, train_y), (val_x, val_y), norm, len(meta["classes"]), (val_target, cfg.lambda_))
     run = loop.Run(cfg.seed, "cr-pretrain", run_hash, resume, live_dir, rank, world)
     history = loop.fit(student, loader, identities, cfg, run, epochs=cfg.epochs, loss_fn=loss_fn,
                        generators={"augment": augment_gen, "draw": draw_gen})

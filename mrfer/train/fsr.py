@@ -320,16 +320,23 @@ class ValPairs:
     lr_mse: float
 
 
-def val_pairs(fer: FrozenFER, data: str | os.PathLike, val_scale: str) -> ValPairs:
+def val_pairs(fer: FrozenFER, data: str | os.PathLike, val_scale: str) -> ValPairs | None:
+    """None when the data has no validation split (FSR-FER trains on the whole training set)."""
     hr, [lr], labels = load_pairs(data, "val", [val_scale])
+    if len(labels) == 0:
+        log.info("fsr-train: %s has no validation split: the epochs are not validated", data)
+        return None
     hr_t, _ = fer.encode(hr)
     lr_t, lr_logits = fer.encode(lr)
     lr_accuracy = summarize(labels, lr_logits.argmax(1).numpy(), fer.n_classes)["accuracy"]
     return ValPairs(hr_t, lr_t, labels, lr_accuracy, float(F.mse_loss(lr_t, hr_t)))
 
 
-def validate(fer: FrozenFER, generator: FSRGenerator, val: ValPairs) -> dict:
-    """Head accuracy on super-resolved validation features and their MSE to HR (generator left training)."""
+def validate(fer: FrozenFER, generator: FSRGenerator, val: ValPairs | None) -> dict:
+    """Head accuracy on super-resolved validation features and their MSE to HR (generator left
+    training); nothing without a validation split."""
+    if val is None:
+        return {}
     _, logits, mse = super_resolve(fer.model, generator, fer.target, val.lr_targets, fer.device, fer.batch_size,
                                    val.hr_targets)
     generator.train()
@@ -443,7 +450,7 @@ def gan_epoch(generator: FSRGenerator, critic: FSRCritic, opt_g: torch.optim.Opt
     return {"phase": 2, **{k: round(v / max(seen, 1), 6) for k, v in sums.items()}}
 
 
-def train(generator: FSRGenerator, critic: FSRCritic, sampler: PairSampler, fer: FrozenFER, val: ValPairs,
+def train(generator: FSRGenerator, critic: FSRCritic, sampler: PairSampler, fer: FrozenFER, val: ValPairs | None,
           cfg: FsrTrainParams, mix_gen: torch.Generator, live_dir: str | None) -> list[dict]:
     """Both phases, validating after every epoch; returns the epoch rows."""
     loop.warn_few_steps("fsr-train", len(sampler), cfg.pretrain_epochs + cfg.epochs, cfg.batch_size)
@@ -508,7 +515,7 @@ def fit_fsr(cfg: FsrTrainParams, data: str | os.PathLike, fer_model_path: str | 
     train_hr, train_lr, train_y = load_pairs(data, "train", train_scales)
     val = val_pairs(fer, data, val_scale)
 
-    shape = list(val.hr_targets.shape[1:])
+    shape = list(fer.encode(train_hr[:1])[0].shape[1:])
     generator, critic = build_networks(network_config(cfg), fer.target, shape)  # seeded init, this order
     generator.to(device)
     critic.to(device)

@@ -27,7 +27,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from tqdm import tqdm
 
 from mrfer.config import Section
-from mrfer.errors import DivergedError
+from mrfer.errors import DivergedError, ParamsError
 from mrfer.infer import Device, autocast, infer
 from mrfer.transforms import Augment
 from mrfer.metrics import summarize
@@ -313,9 +313,12 @@ class Data:
     the input normalisation (mean, std) its model uses."""
 
     train: tuple[np.ndarray, np.ndarray]
-    val: tuple[np.ndarray, np.ndarray]
+    val: tuple[np.ndarray, np.ndarray]   # no rows: train without validating, keep the last epoch
     norm: tuple[list, list | None]
     n_classes: int
+    # (teacher features of each val face at full resolution, weight): the val loss adds weight x
+    # the MSE of the model's features to them, as MAFER step 1 monitors it (trainer.py:39-42)
+    val_teacher: tuple[torch.Tensor, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -394,6 +397,11 @@ def evaluate(model: torch.nn.Module, data: Data, device: torch.device, batch_siz
         images, labels = images[:rows], labels[:rows]
     logits = infer(model, images, *data.norm, device=device, batch_size=max(256, batch_size), amp=amp)
     loss = float(F.cross_entropy(logits, torch.as_tensor(labels, dtype=torch.long)))
+    if data.val_teacher is not None:
+        target, weight = data.val_teacher
+        features = infer(model, images, *data.norm, device=device, batch_size=max(256, batch_size), what="features",
+                         amp=amp)
+        loss += weight * float(F.mse_loss(features, target[:len(labels)].float()))
     return {"loss": loss, **summarize(labels, logits.argmax(1).numpy(), data.n_classes)}
 
 
@@ -456,6 +464,18 @@ class Trainer:
         self.state["epoch"] = row["epoch"]
 
 
+def check_no_validation(cfg: LoopParams, desc: str) -> None:
+    """Training with no validation split (CovPoolFER and FSR-FER train on the whole training set
+    and keep the last epoch) is refused while a setting still needs validation."""
+    needs = [name for name, used in (("restore_best: true", cfg.restore_best),
+                                     (f"patience: {cfg.patience}", cfg.patience > 0),
+                                     ("scheduler: plateau", cfg.scheduler == "plateau")) if used]
+    if needs:
+        raise ParamsError(f"{desc}: the validation split is empty (assemble.val_fraction 0), but {', '.join(needs)} "
+                          "need one: set restore_best false, patience 0 and another scheduler to train on the whole "
+                          "training split and keep the last epoch")
+
+
 def fit(model: torch.nn.Module, loader: ArrayLoader, data: Data, cfg: LoopParams, run: Run, *, epochs: int,
         loss_fn: LossFn, lr: float | None = None, head_lr: float | None = None,
         generators: dict[str, torch.Generator] | None = None, aux: torch.nn.Module | None = None) -> list[dict]:
@@ -464,11 +484,14 @@ def fit(model: torch.nn.Module, loader: ArrayLoader, data: Data, cfg: LoopParams
     centre loss's centres): optimised and checkpointed too."""
     device = loader.device
     loader.set_memory_budget(cfg.memory_budget_gb)
-    if len(data.val[0]) == 0 or len(loader) == 0:
-        raise ValueError(f"{run.desc}: empty {'validation' if len(data.val[0]) == 0 else 'training'} set "
-                         f"({len(loader.images)} training rows, batch size {loader.batch_size})")
+    if len(loader) == 0:
+        raise ValueError(f"{run.desc}: empty training set ({len(loader.images)} training rows, batch size "
+                         f"{loader.batch_size})")
+    validates = len(data.val[0]) > 0
+    if not validates:
+        check_no_validation(cfg, run.desc)
     warn_few_steps(run.desc, len(loader) // cfg.accumulate, epochs, loader.batch_size)
-    points = validation_points(len(loader), cfg)
+    points = validation_points(len(loader), cfg) if validates else []
     trainer = Trainer(model, cfg, run, epochs, lr or cfg.lr, head_lr or cfg.head_lr,
                       {"loader": loader.generator, **(generators or {})}, aux, device)
     trainer.resume()
@@ -492,12 +515,13 @@ def fit(model: torch.nn.Module, loader: ArrayLoader, data: Data, cfg: LoopParams
 
         train_loss, train_accuracy = train_one_epoch(net, loader, trainer.optimizer, trainer.scaler, loss_fn,
                                                      epoch, trainer.use_amp, bar, cfg.accumulate, validate, points)
-        val = vals[-1]
         if monitor is None:
             trainer.scheduler.step()
-        row = {"epoch": epoch + 1, "train_loss": round(train_loss, 5), "train_accuracy": round(train_accuracy, 4),
-               "val_loss": round(val["loss"], 5), "val_accuracy": val["accuracy"],
-               "val_average_accuracy": val["average_accuracy"], "lr": lr_now}
+        row = {"epoch": epoch + 1, "train_loss": round(train_loss, 5), "train_accuracy": round(train_accuracy, 4)}
+        if vals:
+            row.update(val_loss=round(vals[-1]["loss"], 5), val_accuracy=vals[-1]["accuracy"],
+                       val_average_accuracy=vals[-1]["average_accuracy"])
+        row["lr"] = lr_now
         log.info("%s epoch %d: %s", run.desc, epoch + 1, {k: v for k, v in row.items() if k != "epoch"})
         log_epoch(live, row)
         trainer.end_epoch(row)
