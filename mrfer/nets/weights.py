@@ -26,6 +26,20 @@ Supported files, chosen by `kind` in `import_weights(model, kind, path)`:
   refused in one line. The package `face-recognition-models` installs it:
   `path: package:face_recognition_models/models/dlib_face_recognition_resnet_model_v1.dat`.
 
+- "covpoolfer_tf": CovPoolFER's released TensorFlow checkpoint (model2/20170815-144407, the frozen
+  FER network of FSR-FER), `model-20170815-144407.ckpt-NNNN` (its `.index` and `.data-*` files; the
+  path may be that prefix, the `.index` file or the folder), read in pure Python by
+  `mrfer.nets.tf_checkpoint`, into model `covpool` (variant published). The names under the scope
+  `DLP-CNN/` (or covpoolnet.py's own `CovPoolNetwork/`): `Conv2d_1 ... Conv2d_5, Conv2dfo_6` weights
+  (HWIO -> OIHW) and their slim `BatchNorm/{beta, moving_mean, moving_variance}` (no gamma),
+  `spdpooling1/orth_weight0` (BiMap W as it is), `fc_1`, `fc_2`, `Bottleneck` weights ((in, out) ->
+  (out, in)) and batch norms; `Logits/{weights, biases}` become the model's head when it has 7
+  classes, rows reordered from CovPoolFER's label ids (sorted class folders: angry, disgust, fear,
+  happy, neutral, sad, surprise) to mrfer's order; with another class count the head stays new.
+  Training-only tensors (Adam slots, beta powers, global_step, centre-loss `centers`) are ignored
+  by name and logged. The released model takes 100 px RGB faces, each standardised over all its
+  values (the net's `standardize`, on by default).
+
 A `path` of the form `package:<python package>/<file inside it>` names a file installed with a
 Python package, wherever that is on this machine (found without importing the package); any other
 path is a local file.
@@ -44,6 +58,7 @@ import importlib.util
 import logging
 import os
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -53,7 +68,9 @@ import torch
 from torch import nn
 
 from mrfer.errors import InputError, MissingInputError, MrferError, UnsafeFileError
-from mrfer.nets import checkpoint, dlib_serial
+from mrfer.data.labels import CLASSES
+from mrfer.nets import checkpoint, dlib_serial, tf_checkpoint
+from mrfer.nets.covpool import CovPoolNet
 from mrfer.nets.dlib_resnet import DLIB_GRAY_MEAN, DLIB_MEAN, DLIB_SCALE, DlibResNet, dlib_layers
 from mrfer.nets.seresnet import TimmSEResNet50
 from mrfer.nets.torchvision_nets import TorchvisionResNet, TorchvisionVGG16
@@ -61,13 +78,24 @@ from mrfer.nets.vggface import VGGFace
 
 log = logging.getLogger(__name__)
 
-KINDS = ("vggface", "vggface2_senet", "torchvision", "dlib_resnet")
+KINDS = ("vggface", "vggface2_senet", "torchvision", "dlib_resnet", "covpoolfer_tf")
 PACKAGE_PREFIX = "package:"
 DLIB_RESNET_FILE = "package:face_recognition_models/models/dlib_face_recognition_resnet_model_v1.dat"
 SENET_DEPTHS = (3, 4, 6, 3)  # bottleneck blocks per stage of SE-ResNet-50
 
+# CovPoolFER's TF names (conv_feature_pooling/src/models/covpoolnet.py:28-79, scope DLP-CNN in the
+# released model2: FSRFER lib/utils.py:121-141) and its label ids: framework.get_dataset numbers
+# the sorted class folders (framework.py:306-323), named Angry ... Surprise (FSRFER README.md:25-56).
+COVPOOLFER_SCOPES = ("DLP-CNN", "CovPoolNetwork")
+COVPOOLFER_CONVS = ("Conv2d_1", "Conv2d_2", "Conv2d_3", "Conv2d_4", "Conv2d_5", "Conv2dfo_6")
+COVPOOLFER_FCS = (("fc_1", "fc1"), ("fc_2", "fc2"), ("Bottleneck", "bottleneck"))
+COVPOOLFER_CLASSES = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
+_TF_TRAINING_ONLY = re.compile(r"(^|/)(Adam(_\d+)?|Momentum|RMSProp(_\d+)?|ExponentialMovingAverage)$"
+                               r"|^global_step$|(^|/)centers$|^beta[12]_power(_\d+)?$")
+
 __all__ = ["KINDS", "import_state", "import_weights", "load_torchvision", "load_vggface",
-           "load_vggface2_senet", "read_dlib_resnet", "read_weight_file", "resolve", "senet_module_names"]
+           "load_vggface2_senet", "read_covpoolfer_tf", "read_dlib_resnet", "read_weight_file", "resolve",
+           "senet_module_names"]
 
 
 # The globals a pickled dict of numpy arrays needs (numpy 1.x and 2.x spellings, protocols 2-5).
@@ -177,6 +205,14 @@ def import_state(model: nn.Module, kind: str, state: dict[str, torch.Tensor],
         mapped, skipped = _map_vggface2_senet(model, state, source, **kwargs)
     elif kind == "dlib_resnet":
         mapped, skipped = _map_dlib_resnet(model, state, source)
+    elif kind == "covpoolfer_tf":
+        mapped, skipped = _map_covpoolfer_tf(model, state, source)
+        _assign(model, mapped, source, kind)
+        log.info("%s: loaded %d tensors as %s weights; %s", source, len(mapped), kind,
+                 "the released Logits are the head (rows in mrfer's class order)" if "head.weight" in mapped
+                 else f"skipped the Logits ({', '.join(skipped) or 'absent from the file'}): the model has "
+                      f"{model.head.out_features} classes, the file {len(COVPOOLFER_CLASSES)}; the head stays new")
+        return
     else:
         mapped, skipped = _map_torchvision(model, state, source)
     _assign(model, mapped, source, kind)
@@ -193,6 +229,9 @@ def import_weights(model: nn.Module, kind: str, path: str | os.PathLike, **kwarg
     if kind == "dlib_resnet":
         _require(model, DlibResNet, kind, "'dlib_resnet'")
         state = read_dlib_resnet(path)
+    elif kind == "covpoolfer_tf":
+        _require_published_covpool(model)
+        state = read_covpoolfer_tf(path)
     else:
         state = read_weight_file(resolve(path))
     import_state(model, kind, state, source=str(path), **kwargs)
@@ -269,6 +308,20 @@ def read_dlib_resnet(path: str | os.PathLike) -> dict[str, torch.Tensor]:
              "std: [%g] where it is fine-tuned or used (docs/training.md)", file, DLIB_SCALE,
              list(DLIB_MEAN), DLIB_GRAY_MEAN, DLIB_SCALE)
     return state
+
+
+def read_covpoolfer_tf(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of CovPoolFER's TF checkpoint at `path` (prefix, `.index` or folder) by their TF
+    names, training-only ones (Adam slots, global_step, centres) left out and logged; a checkpoint
+    with nothing under DLP-CNN/ or CovPoolNetwork/ is refused in one line."""
+    arrays = tf_checkpoint.read_checkpoint(resolve(path))
+    ignored = sorted(name for name in arrays if _TF_TRAINING_ONLY.search(name))
+    if not any(name.startswith(f"{scope}/") for name in arrays for scope in COVPOOLFER_SCOPES):
+        raise InputError(f"{path}: not CovPoolFER's checkpoint: no tensor under "
+                         f"{' or '.join(s + '/' for s in COVPOOLFER_SCOPES)} (it holds {_short(sorted(arrays), 6)})")
+    if ignored:
+        log.info("%s: ignored %d training-only tensors: %s", path, len(ignored), _short(ignored))
+    return {name: torch.from_numpy(array) for name, array in arrays.items() if name not in ignored}
 
 
 def load_vggface(model: nn.Module, path: str | os.PathLike) -> None:
@@ -397,6 +450,59 @@ def _map_dlib_resnet(model, state, source):
         mapped["conv.weight"] = ("conv.weight", weight.sum(dim=1, keepdim=True))
         mapped["conv.bias"] = ("conv.bias", folded.float())
     return mapped, []   # the file has no classifier: the descriptor is the fc's output
+
+
+def _require_published_covpool(model) -> None:
+    _require(model, CovPoolNet, "covpoolfer_tf", "'covpool'")
+    if model.variant != "published":
+        raise InputError(f"'covpoolfer_tf' weights fit covpool's variant 'published', not {model.variant!r}")
+
+
+def _hwio_to_oihw(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.permute(3, 2, 0, 1) if tensor.ndim == 4 else tensor   # other shapes: `_assign` reports them
+
+
+def _transposed(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.t() if tensor.ndim == 2 else tensor
+
+
+def _rows(tensor: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    return tensor[order] if tensor.ndim >= 1 and len(tensor) == len(order) else tensor
+
+
+def _map_covpoolfer_tf(model, state, source):
+    """TF names -> CovPoolNet keys, by position along the trunk; names that map nowhere are kept so
+    `_assign` lists them. The Logits become the head (rows reordered to mrfer's classes) when the
+    model has CovPoolFER's 7 classes."""
+    _require_published_covpool(model)
+    scope = next((s for s in COVPOOLFER_SCOPES if any(k.startswith(f"{s}/") for k in state)), COVPOOLFER_SCOPES[0])
+    layers = list(model.trunk)
+    convs = [i for i, layer in enumerate(layers) if isinstance(layer, nn.Conv2d)]
+    modules = [(f"{scope}/{tf_name}", f"trunk.{i}", f"trunk.{i + 1}") for tf_name, i in zip(COVPOOLFER_CONVS, convs)]
+    modules += [(f"{scope}/{tf_name}", f"{name}.0", f"{name}.1") for tf_name, name in COVPOOLFER_FCS]
+    targets = {f"{scope}/spdpooling1/orth_weight0": ("bimap.weight", lambda t: t)}
+    for tf_module, weight, norm in modules:
+        if weight.startswith("trunk."):
+            targets[f"{tf_module}/weights"] = (f"{weight}.weight", _hwio_to_oihw)
+        else:
+            targets[f"{tf_module}/weights"] = (f"{weight}.weight", _transposed)
+        targets[f"{tf_module}/BatchNorm/beta"] = (f"{norm}.bias", lambda t: t)
+        targets[f"{tf_module}/BatchNorm/moving_mean"] = (f"{norm}.norm.running_mean", lambda t: t)
+        targets[f"{tf_module}/BatchNorm/moving_variance"] = (f"{norm}.norm.running_var", lambda t: t)
+    skipped = []
+    if model.head.out_features == len(COVPOOLFER_CLASSES):
+        order = torch.tensor([COVPOOLFER_CLASSES.index(name) for name in CLASSES])
+        targets["Logits/weights"] = ("head.weight", lambda t: _rows(_transposed(t), order))
+        targets["Logits/biases"] = ("head.bias", lambda t: _rows(t, order))
+    else:
+        skipped = [k for k in ("Logits/weights", "Logits/biases") if k in state]
+    mapped = {}
+    for key, tensor in state.items():
+        if key in skipped:
+            continue
+        target, convert = targets.get(key, (key, lambda t: t))
+        mapped[target] = (key, convert(tensor).contiguous())
+    return mapped, skipped
 
 
 # ---------------------------------------------------------------- checking and copying
