@@ -182,35 +182,27 @@ def test_snappy_compressed_index_reads_the_same(tmp_path):
 # ---------------------------------------------------------------- bad files
 
 
-def test_truncated_index_is_one_line(tmp_path):
+def _flip(position: int):
+    def edit(data: bytes) -> bytes:
+        changed = bytearray(data)
+        changed[position] ^= 0x01
+        return bytes(changed)
+    return edit
+
+
+@pytest.mark.parametrize("edit, problem", [
+    (lambda data: data[:-100], "magic number"),            # truncated
+    (lambda data: data[:30], "fewer than a table footer"),  # truncated below a footer
+    (_flip(-1), "magic number"),                           # wrong magic
+    (_flip(20), "crc32c"),                                 # a damaged block
+], ids=["truncated", "stub", "wrong-magic", "damaged-block"])
+def test_bad_index_is_one_line(tmp_path, edit, problem):
     prefix = copy_checkpoint(tmp_path)
     index = Path(f"{prefix}.index")
-    index.write_bytes(index.read_bytes()[:-100])
+    index.write_bytes(edit(index.read_bytes()))
     with pytest.raises(InputError) as error:
         tf_checkpoint.read_checkpoint(prefix)
-    assert "magic" in one_line(error, index)
-
-
-def test_wrong_magic_is_one_line(tmp_path):
-    prefix = copy_checkpoint(tmp_path)
-    index = Path(f"{prefix}.index")
-    data = bytearray(index.read_bytes())
-    data[-1] ^= 0xFF
-    index.write_bytes(bytes(data))
-    with pytest.raises(InputError) as error:
-        tf_checkpoint.read_checkpoint(prefix)
-    assert "magic number" in one_line(error, index)
-
-
-def test_damaged_index_block_fails_its_crc(tmp_path):
-    prefix = copy_checkpoint(tmp_path)
-    index = Path(f"{prefix}.index")
-    data = bytearray(index.read_bytes())
-    data[20] ^= 0x01
-    index.write_bytes(bytes(data))
-    with pytest.raises(InputError) as error:
-        tf_checkpoint.read_checkpoint(prefix)
-    assert "crc32c" in one_line(error, index)
+    assert problem in one_line(error, index)
 
 
 def test_missing_data_shard_is_one_line(tmp_path):
