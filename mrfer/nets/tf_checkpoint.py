@@ -338,6 +338,9 @@ def checkpoint_prefix(path: str | os.PathLike) -> Path:
         return indexes[0].with_suffix("")
     if path.suffix == ".index":
         return path.with_suffix("")
+    if not Path(f"{path}.index").is_file() and not path.parent.is_dir():
+        raise MissingInputError(f"{path}: no such TensorFlow checkpoint (give its folder, its prefix "
+                                f"<folder>/model-....ckpt-N or that prefix's .index file)")
     return path
 
 
