@@ -18,23 +18,11 @@ from mrfer.data.labels import CLASSES
 from mrfer.errors import InputError, MissingInputError
 from mrfer.nets import build, tf_checkpoint
 from mrfer.nets.weights import COVPOOLFER_CLASSES, import_weights
-
-FIXTURE = Path(__file__).parent / "fixtures" / "covpoolfer_tf"
-PREFIX = FIXTURE / "model-fixture.ckpt-7"
-# The fixture's geometry (make_covpoolfer_tf_fixture.py): convs 8, 12, 16, 16, 32, 16; BiMap 16 -> 8.
-OPTIONS = {"variant": "published", "width": 0.125, "cov_channels": 16, "bimap_dim": 8, "hidden_dim": 32,
-           "embed_dim": 16}
-SHARD = ".data-00000-of-00001"
+from covpoolfer_tf_fixture import FIXTURE, OPTIONS, PREFIX, SHARD, copy_checkpoint
 
 
 def tiny_covpool(num_classes: int = 7, **options) -> torch.nn.Module:
     return build("covpool", num_classes=num_classes, in_chans=3, image_size=40, **{**OPTIONS, **options})
-
-
-def copy_checkpoint(tmp_path: Path, prefix: Path = PREFIX) -> Path:
-    for suffix in (".index", SHARD):
-        shutil.copy(f"{prefix}{suffix}", tmp_path / f"{prefix.name}{suffix}")
-    return tmp_path / prefix.name
 
 
 def one_line(error: pytest.ExceptionInfo, file: Path | str) -> str:

@@ -10,10 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
 
+from covpoolfer_tf_fixture import OPTIONS, PREFIX, copy_checkpoint
+from mrfer.nets import tf_checkpoint
 from photo_dataset_fixtures import make_fer2013, make_rafdb
 from video_dataset_fixtures import make_oulu
 from pipeline_repo import REPO, make_repo, run
@@ -215,13 +218,17 @@ TINY_RUN = {
 
 
 def test_fsrfer_preset_runs_on_the_rafdb_fixture(tmp_path):
-    """A tiny real `dvc repro classify` with FSR-FER's preset: CovPoolFER's net and recipe at 100 px
-    RGB, MATLAB x2...x8, the published generator and losses, and FSR-FER's SVC protocol."""
+    """A tiny real `dvc repro classify` with FSR-FER's preset: CovPoolFER's released net imported
+    and used as it is (here the TF-written fixture checkpoint, at its tiny geometry), 100 px RGB,
+    MATLAB x2...x8, the whole training split (no val), the published generator and losses, and
+    FSR-FER's SVC protocol."""
     repo = make_repo(tmp_path / "mrfer")
     params = merged_params("fsrfer-rafdb", tmp_path, params=repo / "params.yaml")
     cfg = yaml.safe_load(params.read_text())
     for name, values in TINY_RUN.items():
         cfg[name].update(values)
+    cfg["pretrain_base"].update(epochs=0, arch_options=OPTIONS)   # the preset's, at the fixture's geometry
+    copy_checkpoint(repo / cfg["pretrain_base"]["weights"]["path"])
     (repo / "params.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     make_rafdb(repo / cfg["datasets"]["rafdb"]["root"], n_per_class=6, bad=False)
     run(["dvc", "repro", "classify"], repo)
@@ -229,6 +236,10 @@ def test_fsrfer_preset_runs_on_the_rafdb_fixture(tmp_path):
     stats = json.loads((repo / "data/assembled/rafdb/stats.json").read_text())
     assert stats["size"] == [100, 100] and stats["channels"] == 3
     assert stats["scales"] == ["hr", "x3", "x8"] and stats["kernel"] == "matlab"
+    splits = json.loads((repo / "reports/assemble/rafdb.json").read_text())["splits"]
+    assert splits["val"]["faces"] == 0 and splits["train"]["faces"] > 0   # the whole training split
+    base_report = json.loads((repo / "reports/pretrain_base.json").read_text())
+    assert base_report["epochs_run"] == 0 and base_report["start"] == "imported"
     report = json.loads((repo / "reports/classify.json").read_text())
     assert set(report) == {"base", "multires", "base+fsr"}
     for scale in ("x3", "x8"):
@@ -236,4 +247,7 @@ def test_fsrfer_preset_runs_on_the_rafdb_fixture(tmp_path):
         assert result["solver"] == "libsvm" and result["n"] == 7 and 0 <= result["accuracy"] <= 1
     base_model = torch.load(repo / "models/base.pt", weights_only=True)
     assert base_model["meta"]["arch"] == "covpool" and base_model["meta"]["size"] == 100
-    assert any(k.endswith("bimap.weight") for k in base_model["state_dict"])  # CovPoolFER's net
+    bimap = next(v for k, v in base_model["state_dict"].items() if k.endswith("bimap.weight"))
+    released = tf_checkpoint.read_checkpoint(PREFIX)
+    assert any(np.array_equal(bimap.numpy(), v) or np.array_equal(bimap.numpy().T, v)
+               for v in released.values() if v.shape in (bimap.shape, bimap.T.shape))   # as it is, untrained

@@ -99,7 +99,9 @@ def distill_steps(cfg: DistillParams, student: torch.nn.Module, teacher: torch.n
     history = {}
     for step, epochs, lr, head_lr in ((1, cfg.step1_epochs, cfg.lr, cfg.head_lr),
                                       (2, cfg.step2_epochs, cfg.step2_lr or cfg.lr, cfg.step2_head_lr or cfg.head_lr)):
-        if epochs <= 0:
+        if epochs <= 0:   # a skipped step still leaves its (empty) curves, a stage output
+            if run.live_dir and run.rank == 0:
+                loop.close_live(loop.open_live(f"{run.live_dir}/step{step}"), f"{run.live_dir}/step{step}")
             continue
         p = functools.partial(probability, p=cfg.p, p_end=cfg.p_end, epochs=epochs)
         lowres = functools.partial(random_degrade, scales=train_scales, p=p, gen=scale_gen, kernel=kernel)

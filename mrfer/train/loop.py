@@ -297,6 +297,15 @@ def open_live(live_dir: str | None, history: list[dict] = ()):
     return live
 
 
+def close_live(live, live_dir: str | None) -> None:
+    """End the dvclive run. With no epoch logged (epochs 0: an imported model used as it is)
+    dvclive writes no curve, so its plots folder, a stage output in dvc.yaml, is made empty."""
+    if live is None:
+        return
+    live.end()
+    (Path(live_dir) / "plots" / "metrics").mkdir(parents=True, exist_ok=True)
+
+
 def log_epoch(live, row: dict) -> None:
     """One epoch's row (everything but its `epoch` number) as one dvclive step."""
     if live is None:
@@ -533,8 +542,7 @@ def fit(model: torch.nn.Module, loader: ArrayLoader, data: Data, cfg: LoopParams
 
     if cfg.restore_best and trainer.state["best_state"] is not None:
         model.load_state_dict(trainer.state["best_state"])
-    if live is not None:
-        live.end()
+    close_live(live, run.live_dir)
     if run.rank == 0 and trainer.path and trainer.path.is_file():
         trainer.path.unlink()  # finished: a later run with these params is DVC's run-cache's job
     return trainer.state["history"]
