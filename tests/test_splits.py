@@ -10,7 +10,7 @@ from mrfer import config
 from mrfer.data import splits
 from mrfer.data.assemble import AssembleParams, assemble
 from mrfer.data.labels import CLASSES, CONTEMPT
-from mrfer.data.shards import write_manifest
+from mrfer.data.shards import read_manifest, write_manifest
 from mrfer.data.splits import assign_folds, assign_splits, groups_of
 from mrfer.errors import DatasetError, InputError, MissingInputError, ParamsError
 
@@ -181,3 +181,23 @@ def test_too_few_rows_per_class_to_stratify_still_splits_by_group():
     subject_groups = np.repeat(np.arange(7), 3).astype(str)   # 7 subjects, one class each
     mask = splits.held_out(labels, subject_groups, 1 / 6, seed=0)
     assert set(subject_groups[mask]).isdisjoint(subject_groups[~mask])
+
+
+def test_assemble_counts_test_faces_repeated_in_train(tmp_path, caplog):
+    """A test face whose bytes also occur in train (FER2013's official split repeats some) is
+    counted in the report and warned about; the split itself does not depend on pixel content."""
+    labels, groups = toy(n_subjects=20, per_subject=4)
+    extracted, downsampled = write_extracted(tmp_path, labels, [g.split(":")[1] for g in groups])
+    first = assemble(assemble_params(folds=3), "fixture", list(CLASSES), ["x2"], "bicubic_aa", extracted, downsampled,
+                     tmp_path / "a", tmp_path / "a.json")
+    assert first["test_faces_also_in_train_or_val"] == 0
+    sources = {split: [r["source"] for r in read_manifest(tmp_path / "a" / split / "manifest.csv")]
+               for split in ("train", "test")}
+    faces = np.load(extracted / "faces.npy")
+    for test_source, train_source in zip(sources["test"][:2], sources["train"][:2]):
+        faces[int(test_source.split(".")[0])] = faces[int(train_source.split(".")[0])]
+    np.save(extracted / "faces.npy", faces)
+    report = assemble(assemble_params(folds=3), "fixture", list(CLASSES), ["x2"], "bicubic_aa", extracted, downsampled,
+                      tmp_path / "b", tmp_path / "b.json")
+    assert report["test_faces_also_in_train_or_val"] == 2 and report["splits"] == first["splits"]
+    assert "2 test faces also occur, byte for byte, in train or val" in caplog.text

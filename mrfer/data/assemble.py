@@ -11,7 +11,7 @@ import numpy as np
 from pydantic import Field, ValidationInfo, field_validator
 
 from mrfer.config import Section
-from mrfer.data import splits
+from mrfer.data import lineage, splits
 from mrfer.data.shards import MANIFEST_FIELDS, load_array, read_manifest, write_manifest
 from mrfer.errors import DatasetError, InputError
 from mrfer.io import atomic_path, create_npy, write_json
@@ -147,10 +147,16 @@ def assemble(cfg: AssembleParams, name: str, classes: list[str], scales: list[st
     group_sets = {n: set(groups[split == n]) for n in splits.SPLITS}
     overlap = sum(len(group_sets[a] & group_sets[b]) for a, b in
                   (("train", "val"), ("train", "test"), ("val", "test")))
+    hashes = lineage.face_hashes(arrays["hr"])   # a face repeated byte for byte (FER2013's official split)
+    repeated = int(np.isin(hashes[split == "test"], hashes[split != "test"]).sum())
     report.update({"mean": mean, "std": std, "groups_in_two_splits": overlap,
-                   "subject_independent": overlap == 0})
+                   "subject_independent": overlap == 0, "test_faces_also_in_train_or_val": repeated})
     write_json(report_path, report)
     if overlap:  # only possible when a dataset's own split puts one subject in two splits
         log.warning("%d groups appear in more than one split (kept the dataset's own split)", overlap)
+    if repeated:
+        log.warning("%s: %d test faces also occur, byte for byte, in train or val (the dataset's own split): a "
+                    "model trained here is tested on faces it saw, and no model trained here may start another "
+                    "stage tested on this split (fer2013: options duplicates: drop_from_eval)", name, repeated)
     log.info("assembled %s", {n: s["faces"] for n, s in report["splits"].items()})
     return report
