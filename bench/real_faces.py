@@ -22,8 +22,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from results_tables import ReportError, load, pair, resolutions, scale_label, table  # noqa: E402
 
-STAGE_LABEL = {"pretrain_base": "pretrain-base", "multires_finetune": "multires-finetune", "distill": "distill",
-               "face_pretrain": "face-pretrain", "cr_pretrain": "cr-pretrain", "fsr_train": "fsr-train"}
 STAGE_START = re.compile(r"^Running stage '([^']+)'", re.M)
 CLOCK = re.compile(r"(?:^|\r)(\d\d:\d\d:\d\d) INFO ", re.M)   # a progress bar's \r may precede a log line
 
@@ -56,12 +54,13 @@ def compare_table(runs: dict[str, Path], stage: str) -> list[str]:
     first = next(iter(runs.values()))
     px = resolutions(first / "reports")
     scales = list(next(iter(reports.values()))["test"])
+    dvc_stage = stage.replace("_", "-")   # a report is named for its params section, the dvc stage with dashes
     rows = []
     for name, report in reports.items():
-        minutes = stage_minutes(runs[name]).get(STAGE_LABEL.get(stage, stage))
+        minutes = stage_minutes(runs[name]).get(dvc_stage)
         rows.append([name] + [pair(report["test"][s]) for s in scales]
                     + [f"{minutes:.1f} min" if minutes is not None else "?"])
-    return table(["run"] + [scale_label(s, px) for s in scales] + [f"{STAGE_LABEL.get(stage, stage)} wall"], rows)
+    return table(["run"] + [scale_label(s, px) for s in scales] + [f"{dvc_stage} wall"], rows)
 
 
 def cross_eval_table(run: Path) -> list[str]:

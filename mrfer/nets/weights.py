@@ -478,14 +478,12 @@ def _map_covpoolfer_tf(model, state, source):
     scope = next((s for s in COVPOOLFER_SCOPES if any(k.startswith(f"{s}/") for k in state)), COVPOOLFER_SCOPES[0])
     layers = list(model.trunk)
     convs = [i for i, layer in enumerate(layers) if isinstance(layer, nn.Conv2d)]
-    modules = [(f"{scope}/{tf_name}", f"trunk.{i}", f"trunk.{i + 1}") for tf_name, i in zip(COVPOOLFER_CONVS, convs)]
-    modules += [(f"{scope}/{tf_name}", f"{name}.0", f"{name}.1") for tf_name, name in COVPOOLFER_FCS]
+    modules = [(f"{scope}/{tf_name}", f"trunk.{i}", f"trunk.{i + 1}", _hwio_to_oihw)
+               for tf_name, i in zip(COVPOOLFER_CONVS, convs)]
+    modules += [(f"{scope}/{tf_name}", f"{name}.0", f"{name}.1", _transposed) for tf_name, name in COVPOOLFER_FCS]
     targets = {f"{scope}/spdpooling1/orth_weight0": ("bimap.weight", lambda t: t)}
-    for tf_module, weight, norm in modules:
-        if weight.startswith("trunk."):
-            targets[f"{tf_module}/weights"] = (f"{weight}.weight", _hwio_to_oihw)
-        else:
-            targets[f"{tf_module}/weights"] = (f"{weight}.weight", _transposed)
+    for tf_module, weight, norm, convert in modules:
+        targets[f"{tf_module}/weights"] = (f"{weight}.weight", convert)
         targets[f"{tf_module}/BatchNorm/beta"] = (f"{norm}.bias", lambda t: t)
         targets[f"{tf_module}/BatchNorm/moving_mean"] = (f"{norm}.norm.running_mean", lambda t: t)
         targets[f"{tf_module}/BatchNorm/moving_variance"] = (f"{norm}.norm.running_var", lambda t: t)
